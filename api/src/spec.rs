@@ -1,0 +1,378 @@
+//! The `MapChaos` spec: what to storm, how hard, how to judge it and when to
+//! stop. The doc comments here become `kubectl explain` text, so they are
+//! written for users.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::GoDuration;
+
+/// The desired state of a MapChaos experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MapChaosSpec {
+    /// Which pods to storm. Field names follow Chaos Mesh's selector.
+    #[serde(default)]
+    pub selector: PodSelector,
+    /// How many of the selected pods to storm: `one`, `all`, `fixed` (`value`
+    /// pods), `fixed-percent` (`value` percent, rounded down, at least one) or
+    /// `random-max-percent` (a random percentage between 0 and `value`).
+    #[serde(default)]
+    pub mode: SelectionMode,
+    /// The number or percentage that `mode` needs, as a string (e.g. "50").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// How long each storm runs, as a Go duration ("60s", "5m", "1h30m").
+    #[serde(default = "default_duration")]
+    pub duration: GoDuration,
+    /// The workload each target's sidecar runs.
+    #[serde(default)]
+    pub storm: StormSpec,
+    /// How the storm's history is checked for races.
+    #[serde(default)]
+    pub check: CheckSpec,
+    /// Conditions that stop a storm early.
+    #[serde(default)]
+    pub abort: AbortSpec,
+    /// Run repeatedly on this cron schedule (five fields, e.g. "*/30 * * * *").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Select and report targets without storming them.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Stop running storms and start no new ones until set back to false.
+    #[serde(default)]
+    pub paused: bool,
+    /// A fixed seed for target choice and workload; chosen at random (and
+    /// recorded in status) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+fn default_duration() -> GoDuration {
+    GoDuration::from_secs(60)
+}
+
+/// Which pods a MapChaos targets (Chaos Mesh-compatible field names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSelector {
+    /// Namespaces to select pods from; defaults to the MapChaos's own namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Pods must carry all of these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_selectors: BTreeMap<String, String>,
+    /// Label requirements (`matchExpressions`): key, operator (In, NotIn,
+    /// Exists, DoesNotExist) and values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expression_selectors: Vec<LabelSelectorRequirement>,
+    /// Pods must carry all of these annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotation_selectors: BTreeMap<String, String>,
+    /// Specific pods, by namespace then names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pods: BTreeMap<String, Vec<String>>,
+}
+
+/// One `matchExpressions` requirement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    /// The label key.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    /// The values for `In` and `NotIn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// How many selected pods are stormed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectionMode {
+    /// One pod, chosen by the seed.
+    #[default]
+    One,
+    /// Every selected pod.
+    All,
+    /// `value` pods.
+    Fixed,
+    /// `value` percent of the selected pods.
+    FixedPercent,
+    /// A random percentage of the selected pods, at most `value`.
+    RandomMaxPercent,
+}
+
+/// The concurrent-delete storm each target runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StormSpec {
+    /// Concurrent workers per target, each with its own connection (1–1024).
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    /// Target operations per second per target, spread over the workers; 0
+    /// runs as fast as possible. With a rate, latency is measured from each
+    /// operation's intended start, so a stalled map cannot hide its stalls.
+    #[serde(default)]
+    pub rate: u64,
+    /// Relative weights of the operations.
+    #[serde(default)]
+    pub mix: OpMix,
+    /// Which keys the storm hits.
+    #[serde(default)]
+    pub keys: KeySpec,
+    /// Put back the existing keys the storm deleted when it ends (never over
+    /// a value the application wrote since). Only meaningful with
+    /// `keys.source: existing`.
+    #[serde(default)]
+    pub restore: bool,
+    /// Operations each worker may have in flight at once on its connection
+    /// (RESP pipelining); 1 waits for each reply before the next request.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: u32,
+}
+
+fn default_workers() -> u32 {
+    32
+}
+
+fn default_pipeline() -> u32 {
+    1
+}
+
+impl Default for StormSpec {
+    fn default() -> Self {
+        StormSpec {
+            workers: default_workers(),
+            rate: 0,
+            mix: OpMix::default(),
+            keys: KeySpec::default(),
+            restore: false,
+            pipeline: default_pipeline(),
+        }
+    }
+}
+
+/// Relative weights of the storm's operations; they need not add up to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OpMix {
+    /// `DEL key`.
+    #[serde(default)]
+    pub del: u32,
+    /// `GET key`.
+    #[serde(default)]
+    pub get: u32,
+    /// `SET key value`, each value unique so every read names its write.
+    #[serde(default)]
+    pub set: u32,
+    /// `EXISTS key`.
+    #[serde(default)]
+    pub exists: u32,
+    /// A full `SCAN` iteration over the storm's keys.
+    #[serde(default)]
+    pub scan: u32,
+}
+
+impl Default for OpMix {
+    fn default() -> Self {
+        OpMix {
+            del: 60,
+            get: 25,
+            set: 10,
+            exists: 0,
+            scan: 5,
+        }
+    }
+}
+
+/// The keys a storm hits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeySpec {
+    /// `synthetic`: the storm's own keyspace (`prefix` + number), preloaded
+    /// before it starts; `existing`: the application's keys matching `pattern`.
+    #[serde(default)]
+    pub source: KeySource,
+    /// Prefix of the synthetic keyspace.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Number of synthetic keys (or, for `existing`, the most keys taken).
+    #[serde(default = "default_key_count")]
+    pub count: u64,
+    /// Glob of the existing keys to storm (Redis `SCAN MATCH` syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// How operations pick keys: `uniform`, `zipf` (a few hot keys take most
+    /// operations) or `hotspot` (`hotspot.fraction` of keys take
+    /// `hotspot.share` of operations).
+    #[serde(default)]
+    pub distribution: KeyDistribution,
+    /// The Zipf exponent for `distribution: zipf` (> 0; 0.99 is YCSB's).
+    #[serde(default = "default_zipf_exponent")]
+    pub zipf_exponent: f64,
+    /// The hot set for `distribution: hotspot`.
+    #[serde(default)]
+    pub hotspot: Hotspot,
+    /// Fraction of synthetic keys present when the storm starts (0–1).
+    #[serde(default = "default_preload")]
+    pub preload: f64,
+    /// Size of the values SET writes, in bytes (at least 24, to hold the
+    /// unique write id).
+    #[serde(default = "default_value_size")]
+    pub value_size: u32,
+}
+
+fn default_prefix() -> String {
+    "mapchaos:".into()
+}
+
+fn default_key_count() -> u64 {
+    10_000
+}
+
+fn default_zipf_exponent() -> f64 {
+    0.99
+}
+
+fn default_preload() -> f64 {
+    1.0
+}
+
+fn default_value_size() -> u32 {
+    32
+}
+
+impl Default for KeySpec {
+    fn default() -> Self {
+        KeySpec {
+            source: KeySource::default(),
+            prefix: default_prefix(),
+            count: default_key_count(),
+            pattern: None,
+            distribution: KeyDistribution::default(),
+            zipf_exponent: default_zipf_exponent(),
+            hotspot: Hotspot::default(),
+            preload: default_preload(),
+            value_size: default_value_size(),
+        }
+    }
+}
+
+/// Where a storm's keys come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum KeySource {
+    /// The storm's own keyspace.
+    #[default]
+    Synthetic,
+    /// The application's keys matching `pattern`.
+    Existing,
+}
+
+/// How operations pick keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum KeyDistribution {
+    /// Every key equally likely.
+    Uniform,
+    /// Zipf: key rank r is chosen with probability proportional to 1/r^s.
+    #[default]
+    Zipf,
+    /// A hot set takes a fixed share of operations.
+    Hotspot,
+}
+
+/// The hot set of a `hotspot` distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hotspot {
+    /// Fraction of keys that are hot (0–1).
+    #[serde(default = "default_hot_fraction")]
+    pub fraction: f64,
+    /// Fraction of operations that hit the hot keys (0–1).
+    #[serde(default = "default_hot_share")]
+    pub share: f64,
+}
+
+fn default_hot_fraction() -> f64 {
+    0.01
+}
+
+fn default_hot_share() -> f64 {
+    0.9
+}
+
+impl Default for Hotspot {
+    fn default() -> Self {
+        Hotspot {
+            fraction: default_hot_fraction(),
+            share: default_hot_share(),
+        }
+    }
+}
+
+/// How a storm's history is checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckSpec {
+    /// Record the history and check it. Without it only latency, throughput
+    /// and errors are reported.
+    #[serde(default = "default_true")]
+    pub history: bool,
+    /// Most operations recorded; past it recording stops and the report says
+    /// the check covers only a prefix.
+    #[serde(default = "default_max_ops")]
+    pub max_ops: u64,
+    /// Time budget of the linearizability search for one key; a key that
+    /// runs out is reported `unknown`, never `ok`.
+    #[serde(default = "default_timeout_per_key")]
+    pub timeout_per_key: GoDuration,
+    /// Also record the application's own operations on the stormed keys.
+    #[serde(default)]
+    pub include_clients: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_ops() -> u64 {
+    2_000_000
+}
+
+fn default_timeout_per_key() -> GoDuration {
+    GoDuration::from_secs(10)
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        CheckSpec {
+            history: true,
+            max_ops: default_max_ops(),
+            timeout_per_key: default_timeout_per_key(),
+            include_clients: false,
+        }
+    }
+}
+
+/// Conditions that stop a storm before its duration ends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AbortSpec {
+    /// Stop once more than this many anomalies are found (checked as the
+    /// storm runs where the checker can; always at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_anomalies: Option<u64>,
+    /// Stop when the share of failed operations exceeds this, as a decimal
+    /// string between 0 and 1 (e.g. "0.05").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<String>,
+    /// Stop when the p99 latency of the last second exceeds this duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_latency: Option<GoDuration>,
+}

@@ -1,0 +1,411 @@
+//! Checks a `MapChaosSpec` can run, naming the field at fault. The operator
+//! turns these into a `Valid=False` condition and an Event; `mapchaos run`
+//! prints them and exits 2.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::spec::{KeyDistribution, KeySource, MapChaosSpec, SelectionMode};
+
+/// The most workers a storm may ask for per target.
+pub const MAX_WORKERS: u32 = 1024;
+/// The most requests a worker may pipeline.
+pub const MAX_PIPELINE: u32 = 1024;
+/// Values must hold the unique write id.
+pub const MIN_VALUE_SIZE: u32 = 24;
+/// And stay small enough that a storm cannot eat a pod's memory by accident.
+pub const MAX_VALUE_SIZE: u32 = 1 << 20;
+/// The longest storm a single run may ask for.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path, as a user writes it (`spec.storm.workers`).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found, in field order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSpec(pub Vec<FieldError>);
+
+impl fmt::Display for InvalidSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let messages: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&messages.join("; "))
+    }
+}
+
+impl std::error::Error for InvalidSpec {}
+
+/// Parse a decimal fraction between 0 and 1 given as a string ("0.05").
+pub fn parse_fraction(text: &str) -> Option<f64> {
+    let value: f64 = text.trim().parse().ok()?;
+    (value.is_finite() && (0.0..=1.0).contains(&value)).then_some(value)
+}
+
+impl MapChaosSpec {
+    /// Every reason this spec cannot run in a cluster; `Ok` when it can.
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        let mut errors = Vec::new();
+        self.check_selection(&mut errors);
+        self.check_storm(&mut errors);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidSpec(errors))
+        }
+    }
+
+    /// The checks that matter for running the storm itself (everything but
+    /// pod selection and scheduling), as `mapchaos run` needs.
+    pub fn validate_storm(&self) -> Result<(), InvalidSpec> {
+        let mut errors = Vec::new();
+        self.check_storm(&mut errors);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidSpec(errors))
+        }
+    }
+
+    fn check_selection(&self, errors: &mut Vec<FieldError>) {
+        let mut fail = |field: &str, message: String| {
+            errors.push(FieldError {
+                field: format!("spec.{field}"),
+                message,
+            })
+        };
+
+        let selector = &self.selector;
+        let selects_by_something = !selector.label_selectors.is_empty()
+            || !selector.expression_selectors.is_empty()
+            || !selector.annotation_selectors.is_empty()
+            || !selector.pods.is_empty();
+        if !selects_by_something && self.mode != SelectionMode::All {
+            fail(
+                "selector",
+                "selects every pod; give labelSelectors, expressionSelectors, \
+                 annotationSelectors or pods, or set mode: all to mean it"
+                    .into(),
+            );
+        }
+        for (i, requirement) in selector.expression_selectors.iter().enumerate() {
+            let needs_values = match requirement.operator.as_str() {
+                "In" | "NotIn" => true,
+                "Exists" | "DoesNotExist" => false,
+                other => {
+                    fail(
+                        &format!("selector.expressionSelectors[{i}].operator"),
+                        format!(
+                            "unknown operator {other:?} (use In, NotIn, Exists or DoesNotExist)"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if needs_values == requirement.values.is_empty() {
+                fail(
+                    &format!("selector.expressionSelectors[{i}].values"),
+                    if needs_values {
+                        format!("{} needs at least one value", requirement.operator)
+                    } else {
+                        format!("{} takes no values", requirement.operator)
+                    },
+                );
+            }
+        }
+
+        match (self.mode, self.value.as_deref()) {
+            (SelectionMode::One | SelectionMode::All, _) => {}
+            (mode, None) => fail("value", format!("mode {mode:?} needs a value")),
+            (SelectionMode::Fixed, Some(value)) => match value.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => {}
+                _ => fail(
+                    "value",
+                    format!("{value:?} is not a whole number of pods (at least 1)"),
+                ),
+            },
+            (_, Some(value)) => match value.trim().parse::<u64>() {
+                Ok(n) if (1..=100).contains(&n) => {}
+                _ => fail(
+                    "value",
+                    format!("{value:?} is not a percentage from 1 to 100"),
+                ),
+            },
+        }
+        if let Some(schedule) = &self.schedule
+            && schedule.split_whitespace().count() != 5
+        {
+            fail(
+                "schedule",
+                format!("{schedule:?} is not a five-field cron expression"),
+            );
+        }
+    }
+
+    fn check_storm(&self, errors: &mut Vec<FieldError>) {
+        let mut fail = |field: &str, message: String| {
+            errors.push(FieldError {
+                field: format!("spec.{field}"),
+                message,
+            })
+        };
+
+        let duration = self.duration.as_duration();
+        if duration.is_zero() {
+            fail("duration", "must be longer than 0s".into());
+        } else if duration > MAX_DURATION {
+            fail(
+                "duration",
+                format!("{} is longer than the 24h maximum", self.duration),
+            );
+        }
+
+        let storm = &self.storm;
+        if !(1..=MAX_WORKERS).contains(&storm.workers) {
+            fail(
+                "storm.workers",
+                format!("{} is not between 1 and {MAX_WORKERS}", storm.workers),
+            );
+        }
+        if !(1..=MAX_PIPELINE).contains(&storm.pipeline) {
+            fail(
+                "storm.pipeline",
+                format!("{} is not between 1 and {MAX_PIPELINE}", storm.pipeline),
+            );
+        }
+        let mix = storm.mix;
+        let total = [mix.del, mix.get, mix.set, mix.exists, mix.scan]
+            .iter()
+            .map(|w| u64::from(*w))
+            .sum::<u64>();
+        if total == 0 {
+            fail(
+                "storm.mix",
+                "every weight is 0; give at least one operation a weight".into(),
+            );
+        } else if mix.del == 0 {
+            fail(
+                "storm.mix.del",
+                "a concurrent-delete storm needs a del weight above 0".into(),
+            );
+        }
+
+        let keys = &storm.keys;
+        if keys.count == 0 {
+            fail("storm.keys.count", "must be at least 1".into());
+        }
+        match keys.source {
+            KeySource::Synthetic => {
+                if keys.prefix.is_empty() {
+                    fail(
+                        "storm.keys.prefix",
+                        "must not be empty: a synthetic storm would mix with the application's keys"
+                            .into(),
+                    );
+                }
+                if !(0.0..=1.0).contains(&keys.preload) {
+                    fail(
+                        "storm.keys.preload",
+                        format!("{} is not between 0 and 1", keys.preload),
+                    );
+                }
+                if storm.restore {
+                    fail(
+                        "storm.restore",
+                        "restores existing keys; it needs storm.keys.source: existing".into(),
+                    );
+                }
+            }
+            KeySource::Existing => {
+                if keys.pattern.as_deref().is_none_or(str::is_empty) {
+                    fail(
+                        "storm.keys.pattern",
+                        "is required with source: existing".into(),
+                    );
+                }
+            }
+        }
+        match keys.distribution {
+            KeyDistribution::Zipf if !(keys.zipf_exponent > 0.0 && keys.zipf_exponent <= 10.0) => {
+                fail(
+                    "storm.keys.zipfExponent",
+                    format!("{} is not above 0 and at most 10", keys.zipf_exponent),
+                );
+            }
+            KeyDistribution::Hotspot => {
+                let hot = keys.hotspot;
+                if !(hot.fraction > 0.0 && hot.fraction <= 1.0) {
+                    fail(
+                        "storm.keys.hotspot.fraction",
+                        format!("{} is not above 0 and at most 1", hot.fraction),
+                    );
+                }
+                if !(0.0..=1.0).contains(&hot.share) {
+                    fail(
+                        "storm.keys.hotspot.share",
+                        format!("{} is not between 0 and 1", hot.share),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if !(MIN_VALUE_SIZE..=MAX_VALUE_SIZE).contains(&keys.value_size) {
+            fail(
+                "storm.keys.valueSize",
+                format!(
+                    "{} is not between {MIN_VALUE_SIZE} and {MAX_VALUE_SIZE}",
+                    keys.value_size
+                ),
+            );
+        }
+
+        if self.check.history && self.check.max_ops == 0 {
+            fail(
+                "check.maxOps",
+                "must be at least 1 when check.history is on".into(),
+            );
+        }
+        if self.check.timeout_per_key.as_duration().is_zero() {
+            fail("check.timeoutPerKey", "must be longer than 0s".into());
+        }
+        if let Some(rate) = &self.abort.max_error_rate
+            && parse_fraction(rate).is_none()
+        {
+            fail(
+                "abort.maxErrorRate",
+                format!("{rate:?} is not a decimal between 0 and 1"),
+            );
+        }
+        if let Some(p99) = self.abort.max_p99_latency
+            && p99.as_duration().is_zero()
+        {
+            fail("abort.maxP99Latency", "must be longer than 0s".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::spec::{LabelSelectorRequirement, PodSelector};
+
+    fn valid() -> MapChaosSpec {
+        MapChaosSpec {
+            selector: PodSelector {
+                label_selectors: BTreeMap::from([("app".into(), "cart".into())]),
+                ..PodSelector::default()
+            },
+            mode: SelectionMode::FixedPercent,
+            value: Some("50".into()),
+            duration: crate::GoDuration::from_secs(60),
+            storm: Default::default(),
+            check: Default::default(),
+            abort: Default::default(),
+            schedule: None,
+            dry_run: false,
+            paused: false,
+            seed: None,
+        }
+    }
+
+    fn fields(spec: &MapChaosSpec) -> Vec<String> {
+        spec.validate()
+            .err()
+            .map(|e| e.0.into_iter().map(|f| f.field).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_default_storm_with_a_selector_is_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn an_empty_selector_needs_mode_all() {
+        let mut spec = valid();
+        spec.selector = PodSelector::default();
+        assert_eq!(fields(&spec), ["spec.selector"]);
+        spec.mode = SelectionMode::All;
+        assert_eq!(spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let mut spec = valid();
+        spec.value = Some("150".into());
+        spec.duration = crate::GoDuration::from_secs(0);
+        spec.storm.workers = 0;
+        spec.storm.mix.del = 0;
+        spec.storm.keys.value_size = 8;
+        spec.abort.max_error_rate = Some("five percent".into());
+        spec.selector
+            .expression_selectors
+            .push(LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "Near".into(),
+                values: vec![],
+            });
+        assert_eq!(
+            fields(&spec),
+            [
+                "spec.selector.expressionSelectors[0].operator",
+                "spec.value",
+                "spec.duration",
+                "spec.storm.workers",
+                "spec.storm.mix.del",
+                "spec.storm.keys.valueSize",
+                "spec.abort.maxErrorRate",
+            ]
+        );
+        let message = spec.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("\"150\" is not a percentage from 1 to 100"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn existing_keys_need_a_pattern_and_restore_needs_existing_keys() {
+        let mut spec = valid();
+        spec.storm.restore = true;
+        assert_eq!(fields(&spec), ["spec.storm.restore"]);
+        spec.storm.keys.source = KeySource::Existing;
+        assert_eq!(fields(&spec), ["spec.storm.keys.pattern"]);
+        spec.storm.keys.pattern = Some("session:*".into());
+        assert_eq!(spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_local_run_ignores_selection() {
+        let mut spec = valid();
+        spec.selector = PodSelector::default();
+        spec.value = Some("0".into());
+        assert!(spec.validate().is_err());
+        assert_eq!(spec.validate_storm(), Ok(()));
+        spec.storm.workers = 0;
+        assert_eq!(
+            spec.validate_storm().unwrap_err().0[0].field,
+            "spec.storm.workers"
+        );
+    }
+
+    #[test]
+    fn fractions_are_decimals_between_0_and_1() {
+        assert_eq!(parse_fraction("0.05"), Some(0.05));
+        assert_eq!(parse_fraction("1"), Some(1.0));
+        assert_eq!(parse_fraction("1.5"), None);
+        assert_eq!(parse_fraction("NaN"), None);
+        assert_eq!(parse_fraction("-0.1"), None);
+    }
+}

@@ -1,0 +1,57 @@
+//! Exit statuses, the same for every subcommand that judges a storm: 0 pass,
+//! 1 anomalies, 2 bad input, 3 inconclusive, 4 could not run.
+
+use std::fmt::Display;
+use std::process::ExitCode;
+
+use mapchaos_api::Verdict;
+
+/// How the process ends, and the message to print on stderr first.
+#[derive(Debug)]
+pub struct Exit {
+    code: u8,
+    message: Option<String>,
+}
+
+impl Exit {
+    pub const PASS: u8 = 0;
+    pub const ANOMALIES: u8 = 1;
+    pub const BAD_INPUT: u8 = 2;
+    pub const INCONCLUSIVE: u8 = 3;
+    pub const CANNOT_RUN: u8 = 4;
+
+    pub fn bad_input(message: impl Display) -> Self {
+        Exit {
+            code: Self::BAD_INPUT,
+            message: Some(message.to_string()),
+        }
+    }
+
+    pub fn cannot_run(message: impl Display) -> Self {
+        Exit {
+            code: Self::CANNOT_RUN,
+            message: Some(message.to_string()),
+        }
+    }
+
+    /// Print the message, if any, and give the status.
+    pub fn report(self) -> ExitCode {
+        if let Some(message) = self.message {
+            eprintln!("error: {message}");
+        }
+        ExitCode::from(self.code)
+    }
+}
+
+/// The status a verdict gives.
+pub fn exit_for_verdict(verdict: Verdict) -> Exit {
+    let code = match verdict {
+        Verdict::Pass => Exit::PASS,
+        Verdict::Fail => Exit::ANOMALIES,
+        Verdict::Inconclusive => Exit::INCONCLUSIVE,
+    };
+    Exit {
+        code,
+        message: None,
+    }
+}

@@ -1,0 +1,100 @@
+//! `mapchaos`: one binary for every role — the map-service sidecar, the local
+//! storm runner and the history checker (the operator joins them).
+
+mod check;
+mod exit;
+mod manifest;
+mod metrics_server;
+mod run;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "mapchaos", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a MapChaos storm locally — against an embedded map engine, or any
+    /// Redis-protocol server with --target — and print the race report.
+    Run(run::RunArgs),
+    /// Re-check a saved storm history and print the verdict with witnesses.
+    Check(check::CheckArgs),
+    /// Run the map service: a concurrent in-memory map speaking the Redis
+    /// protocol, with /metrics, /healthz and /readyz over HTTP.
+    Sidecar(mapchaos_sidecar::SidecarArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::run(args).report(),
+        Command::Check(args) => check::run(args).report(),
+        Command::Sidecar(args) => {
+            if let Err(message) = args.validate() {
+                eprintln!("error: {message}");
+                return ExitCode::from(2);
+            }
+            if let Err(error) = telemetry::init(args.log_format, &args.log) {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(2);
+            }
+            run_service(|shutdown| mapchaos_sidecar::run(args, shutdown))
+        }
+    }
+}
+
+/// Run a long-lived service on a multi-threaded runtime until SIGTERM or
+/// Ctrl-C, then let it drain.
+fn run_service<F, Fut>(service: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        match service(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "fatal");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the service");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,320 @@
+//! `mapchaos run`: a MapChaos storm on this machine, no cluster — against an
+//! embedded sidecar engine, or any Redis-protocol server with `--target`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mapchaos_api::GoDuration;
+use mapchaos_api::storm::{StopReason, StormPhase};
+use mapchaos_sidecar::config::EngineKind;
+use mapchaos_sidecar::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
+use mapchaos_sidecar::metrics::SidecarMetrics;
+use mapchaos_sidecar::storm_target::{EngineTarget, WithMetrics};
+use mapchaos_storm::client::RespTarget;
+use mapchaos_storm::runner::{self, StormControl, StormPlan, StormTarget};
+
+use crate::exit::{Exit, exit_for_verdict};
+use crate::manifest;
+
+/// Output format of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for people.
+    Text,
+    /// The full report as JSON, on stdout.
+    Json,
+}
+
+/// `mapchaos run FILE`: storm locally and print the report.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 pass, 1 anomalies found, 2 bad input, \
+3 inconclusive (nothing proven: no overlapping operations, or keys the search \
+could not finish), 4 the storm could not run.")]
+pub struct RunArgs {
+    /// A YAML file with a MapChaos (other kinds in it are skipped).
+    pub file: PathBuf,
+
+    /// Which MapChaos to run when the file has several.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Storm a Redis-protocol server (`redis://host:port`) instead of an
+    /// embedded engine. Synthetic storms write only keys under
+    /// `spec.storm.keys.prefix`.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+
+    /// The embedded engine: `sharded` (correct) or `lagging` (deliberately
+    /// broken: reads lag behind deletes, to see the checker catch it).
+    #[arg(long, value_enum, default_value_t = EngineKind::Sharded, conflicts_with = "target")]
+    pub engine: EngineKind,
+
+    /// With `--engine lagging`: milliseconds between read-snapshot refreshes.
+    #[arg(long, default_value_t = 5)]
+    pub lag_ms: u64,
+
+    /// Override `spec.duration` (Go syntax: "10s", "1m").
+    #[arg(long)]
+    pub duration: Option<GoDuration>,
+
+    /// Override `spec.storm.workers`.
+    #[arg(long)]
+    pub workers: Option<u32>,
+
+    /// Override the seed (`spec.seed`, else random), to replay a storm.
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Save the recorded history here (JSON), for `mapchaos check`.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+
+    /// Serve Prometheus metrics (/metrics) here while the storm runs.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Threads for the race checker (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub check_threads: usize,
+
+    /// With `--target`: how long one request may wait for its reply.
+    #[arg(long, default_value = "5s")]
+    pub request_timeout: GoDuration,
+
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(args: RunArgs) -> Exit {
+    let manifest = match manifest::load(&args.file, args.name.as_deref()) {
+        Ok(manifest) => manifest,
+        Err(error) => return Exit::bad_input(error),
+    };
+    let mut spec = manifest.spec;
+    if let Some(duration) = args.duration {
+        spec.duration = duration;
+    }
+    if let Some(workers) = args.workers {
+        spec.storm.workers = workers;
+    }
+    if let Err(invalid) = spec.validate_storm() {
+        let lines: Vec<String> = invalid.0.iter().map(|e| format!("  {e}")).collect();
+        return Exit::bad_input(format!(
+            "{}: MapChaos {:?} cannot run:\n{}",
+            args.file.display(),
+            manifest.name,
+            lines.join("\n")
+        ));
+    }
+    if args.engine == EngineKind::Lagging && args.lag_ms == 0 {
+        return Exit::bad_input("--lag-ms must be at least 1");
+    }
+    if !args.quiet {
+        for note in &manifest.notes {
+            eprintln!("note: {note}");
+        }
+        if spec.selector != Default::default() {
+            eprintln!("note: spec.selector only matters in a cluster; running the storm locally");
+        }
+    }
+    let seed = args.seed.or(spec.seed).unwrap_or_else(random_seed);
+    let plan = StormPlan {
+        storm: spec.storm.clone(),
+        check: spec.check.clone(),
+        abort: spec.abort.clone(),
+        duration: spec.duration.0,
+        seed,
+        check_threads: args.check_threads,
+    };
+
+    let metrics = Arc::new(SidecarMetrics::new());
+    let (engine, target): (Option<Arc<dyn MapEngine>>, Box<dyn StormTarget>) = match &args.target {
+        Some(url) => match RespTarget::new(url, args.request_timeout.0) {
+            Ok(resp) => (
+                None,
+                Box::new(WithMetrics {
+                    inner: resp,
+                    metrics: metrics.clone(),
+                }),
+            ),
+            Err(error) => {
+                return Exit::cannot_run(format!("cannot reach --target {url}: {error}"));
+            }
+        },
+        None => {
+            let sharded: Arc<dyn MapEngine> = Arc::new(ShardedEngine::new(64, Clock::System));
+            let engine: Arc<dyn MapEngine> = match args.engine {
+                EngineKind::Sharded => sharded,
+                EngineKind::Lagging => {
+                    LaggingEngine::new(sharded, Duration::from_millis(args.lag_ms))
+                }
+            };
+            let target = WithMetrics {
+                inner: EngineTarget::new(engine.clone()),
+                metrics: metrics.clone(),
+            };
+            (Some(engine), Box::new(target))
+        }
+    };
+
+    let _metrics_server = match args.metrics_addr {
+        Some(addr) => match crate::metrics_server::start(addr, engine.clone(), metrics.clone()) {
+            Ok(server) => Some(server),
+            Err(error) => return Exit::cannot_run(format!("{error:#}")),
+        },
+        None => None,
+    };
+
+    let control = StormControl::new();
+    install_interrupt(control.clone());
+    metrics.storm_active.set(1);
+    let progress = Progress::start(
+        &control,
+        plan.duration,
+        args.quiet || args.output == OutputFormat::Json,
+    );
+    let outcome = std::thread::scope(|scope| {
+        let worker = scope.spawn(|| runner::run(&plan, target.as_ref(), &control));
+        while !worker.is_finished() {
+            progress.tick(&control);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        worker.join().expect("the storm thread panicked")
+    });
+    progress.finish();
+    metrics.storm_active.set(0);
+
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => return Exit::cannot_run(format!("the storm could not run: {error}")),
+    };
+    metrics.record_report(&outcome.report);
+    if let (Some(path), Some(history)) = (&args.history, &outcome.history) {
+        if let Err(error) = save_history(path, history) {
+            return Exit::cannot_run(format!("{error:#}"));
+        }
+        if !args.quiet {
+            eprintln!(
+                "history saved to {} ({} operations)",
+                path.display(),
+                history.events().len()
+            );
+        }
+    }
+    match args.output {
+        OutputFormat::Text => print!("{}", mapchaos_storm::report::render(&outcome.report)),
+        OutputFormat::Json => match serde_json::to_string_pretty(&outcome.report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => return Exit::cannot_run(format!("cannot encode the report: {error}")),
+        },
+    }
+    if let StopReason::Stopped = outcome.report.stop_reason {
+        eprintln!("stopped early on request; the report covers what ran");
+    }
+    exit_for_verdict(outcome.report.verdict)
+}
+
+fn save_history(path: &PathBuf, history: &mapchaos_storm::History) -> anyhow::Result<()> {
+    let json = history.to_json().context("cannot encode the history")?;
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+/// Ctrl-C stops the storm; the report still covers what ran.
+fn install_interrupt(control: Arc<StormControl>) {
+    std::thread::Builder::new()
+        .name("interrupt".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    control.stop(StopReason::Stopped);
+                }
+            });
+        })
+        .expect("spawn the interrupt thread");
+}
+
+/// The live progress bar: phase, elapsed of total, ops, ops/s, errors.
+struct Progress {
+    bar: ProgressBar,
+    last: std::cell::Cell<(Instant, u64)>,
+}
+
+impl Progress {
+    fn start(control: &StormControl, duration: Duration, hidden: bool) -> Self {
+        let bar = if hidden {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::with_draw_target(
+                Some(duration.as_millis() as u64),
+                ProgressDrawTarget::stderr(),
+            );
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:>9} [{bar:30}] {msg}")
+                    .expect("a valid progress template")
+                    .progress_chars("=> "),
+            );
+            bar
+        };
+        let _ = control;
+        Progress {
+            bar,
+            last: std::cell::Cell::new((Instant::now(), 0)),
+        }
+    }
+
+    fn tick(&self, control: &StormControl) {
+        let live = control.live();
+        let (then, ops_then) = self.last.get();
+        let rate =
+            (live.ops.saturating_sub(ops_then)) as f64 / then.elapsed().as_secs_f64().max(1e-3);
+        if then.elapsed() >= Duration::from_millis(500) {
+            self.last.set((Instant::now(), live.ops));
+        }
+        self.bar.set_prefix(phase_name(live.phase));
+        self.bar.set_position(live.elapsed.as_millis() as u64);
+        self.bar.set_message(format!(
+            "{:.0}s  {} ops  {:.0} ops/s  {} errors",
+            live.elapsed.as_secs_f64(),
+            live.ops,
+            rate,
+            live.errors
+        ));
+        self.bar.tick();
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn phase_name(phase: StormPhase) -> &'static str {
+    match phase {
+        StormPhase::Preparing => "preparing",
+        StormPhase::Running => "storming",
+        StormPhase::Checking => "checking",
+        StormPhase::Restoring => "restoring",
+        StormPhase::Completed => "done",
+        StormPhase::Aborted => "aborted",
+        StormPhase::Failed => "failed",
+    }
+}

@@ -1,0 +1,143 @@
+//! The sidecar's command line and environment: addresses, limits and logging.
+//! Every flag has an environment variable so a pod spec can set it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::resp::Limits;
+use crate::server::ServerConfig;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Which map engine serves the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// The correct, sharded concurrent engine.
+    Sharded,
+    /// Deliberately broken, for tests and demos: reads come from a snapshot
+    /// refreshed every `--lag-ms`, so deletes become visible late.
+    Lagging,
+}
+
+/// `mapchaos sidecar`: the map service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SidecarArgs {
+    /// Where the Redis-protocol (RESP2) listener binds. Pod-local by default:
+    /// the application in the same pod reaches it on 127.0.0.1.
+    #[arg(long, env = "MAPCHAOS_RESP_ADDR", default_value = "127.0.0.1:6379")]
+    pub resp_addr: SocketAddr,
+
+    /// Where the HTTP listener binds: /metrics, /healthz, /readyz.
+    #[arg(long, env = "MAPCHAOS_HTTP_ADDR", default_value = "0.0.0.0:9464")]
+    pub http_addr: SocketAddr,
+
+    /// Most RESP clients connected at once; more are refused with
+    /// "max number of clients reached".
+    #[arg(long, env = "MAPCHAOS_MAX_CLIENTS", default_value_t = 10_000)]
+    pub max_clients: usize,
+
+    /// Largest unprocessed request data one connection may buffer, in bytes
+    /// (Redis's client-query-buffer-limit).
+    #[arg(long, env = "MAPCHAOS_MAX_QUERY_BYTES", default_value_t = Limits::default().max_query_bytes)]
+    pub max_query_bytes: usize,
+
+    /// Largest bulk string (key or value) accepted, in bytes (Redis's proto-max-bulk-len).
+    #[arg(long, env = "MAPCHAOS_MAX_BULK_LEN", default_value_t = Limits::default().max_bulk_len)]
+    pub max_bulk_len: usize,
+
+    /// Most arguments in one command.
+    #[arg(long, env = "MAPCHAOS_MAX_MULTIBULK_LEN", default_value_t = Limits::default().max_multibulk_len)]
+    pub max_multibulk_len: usize,
+
+    /// Longest inline (telnet-style) command line, in bytes.
+    #[arg(long, env = "MAPCHAOS_MAX_INLINE_LEN", default_value_t = Limits::default().max_inline_len)]
+    pub max_inline_len: usize,
+
+    /// Close client connections idle for this many seconds; 0 never closes
+    /// them (Redis's `timeout 0`).
+    #[arg(long, env = "MAPCHAOS_IDLE_TIMEOUT_SECS", default_value_t = 0)]
+    pub idle_timeout_secs: u64,
+
+    /// Number of engine shards (rounded up to a power of two). More shards
+    /// mean less lock contention between concurrent clients.
+    #[arg(long, env = "MAPCHAOS_SHARDS", default_value_t = 64)]
+    pub shards: usize,
+
+    /// The map engine. `lagging` is deliberately broken (stale reads) and
+    /// exists to show that the race checker catches real bugs.
+    #[arg(long, env = "MAPCHAOS_ENGINE", value_enum, default_value_t = EngineKind::Sharded)]
+    pub engine: EngineKind,
+
+    /// With `--engine lagging`: milliseconds between read-snapshot refreshes.
+    #[arg(long, env = "MAPCHAOS_LAG_MS", default_value_t = 5)]
+    pub lag_ms: u64,
+
+    /// The operator's Ed25519 public key (64 hex characters). Storm control
+    /// calls (PUT/DELETE /v1/storms/…) must be signed with its private key;
+    /// without it storm control is disabled.
+    #[arg(long, env = "MAPCHAOS_OPERATOR_PUBLIC_KEY")]
+    pub operator_public_key: Option<String>,
+
+    /// How long to let in-flight replies finish after SIGTERM before exiting.
+    #[arg(long, env = "MAPCHAOS_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "MAPCHAOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (for example `info` or
+    /// `mapchaos_sidecar=debug`).
+    #[arg(long, env = "MAPCHAOS_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl SidecarArgs {
+    /// The RESP server's settings.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            max_clients: self.max_clients,
+            limits: Limits {
+                max_query_bytes: self.max_query_bytes,
+                max_bulk_len: self.max_bulk_len,
+                max_multibulk_len: self.max_multibulk_len,
+                max_inline_len: self.max_inline_len,
+            },
+            idle_timeout: (self.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.idle_timeout_secs)),
+        }
+    }
+
+    /// Refuse settings that cannot work, with a message naming the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_clients == 0 {
+            return Err("--max-clients must be at least 1".into());
+        }
+        if self.shards == 0 || self.shards > 1 << 16 {
+            return Err("--shards must be between 1 and 65536".into());
+        }
+        if self.max_bulk_len == 0 || self.max_bulk_len > self.max_query_bytes {
+            return Err(format!(
+                "--max-bulk-len ({}) must be at least 1 and at most --max-query-bytes ({})",
+                self.max_bulk_len, self.max_query_bytes
+            ));
+        }
+        if self.max_multibulk_len == 0 {
+            return Err("--max-multibulk-len must be at least 1".into());
+        }
+        if self.engine == EngineKind::Lagging && self.lag_ms == 0 {
+            return Err("--lag-ms must be at least 1".into());
+        }
+        if self.max_inline_len == 0 {
+            return Err("--max-inline-len must be at least 1".into());
+        }
+        Ok(())
+    }
+}

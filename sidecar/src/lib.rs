@@ -1,0 +1,19 @@
+//! The mapchaos sidecar: a concurrent in-memory map service that speaks the
+//! Redis protocol (RESP2) to the application and to storms, and serves
+//! health and Prometheus metrics over HTTP.
+
+mod commands;
+pub mod config;
+pub mod control_api;
+pub mod engine;
+pub mod http;
+pub mod memory;
+pub mod metrics;
+pub mod resp;
+pub mod server;
+pub mod service;
+pub mod storm_target;
+pub mod storms;
+
+pub use config::SidecarArgs;
+pub use service::run;

@@ -1,0 +1,183 @@
+//! The sidecar's Prometheus metrics. Names and labels are a public interface
+//! (ARCHITECTURE.md): no label ever holds a key, an address or another
+//! unbounded value.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets, 10 µs to ~2.6 s, by factors of 2.
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(10e-6, 2.0, 19).expect("static bucket layout is valid")
+}
+
+/// Every metric the sidecar exports, registered in one registry.
+pub struct SidecarMetrics {
+    pub registry: Registry,
+    /// `mapchaos_ops_total{op,source,outcome}`; `source` is `client` (the
+    /// application's RESP traffic) or `storm`; `outcome` is `ok` or `error`.
+    pub ops: IntCounterVec,
+    /// `mapchaos_op_duration_seconds{op,source}`.
+    pub op_duration: HistogramVec,
+    /// `mapchaos_race_exposures_total{kind}`.
+    pub race_exposures: IntCounterVec,
+    /// `mapchaos_anomalies_total{kind}`.
+    pub anomalies: IntCounterVec,
+    /// `mapchaos_storm_active`: 1 while a storm runs.
+    pub storm_active: IntGauge,
+    /// `mapchaos_keys`: keys in the map.
+    pub keys: IntGauge,
+    /// `mapchaos_map_memory_bytes{kind}`: `live` (what live keys need),
+    /// `held` (what the engine's structures occupy), `rss` (the process).
+    pub map_memory: IntGaugeVec,
+    /// `mapchaos_restored_keys_total`.
+    pub restored_keys: IntCounter,
+    /// `mapchaos_connected_clients`: open RESP connections.
+    pub connected_clients: IntGauge,
+    /// `mapchaos_rejected_connections_total{reason}`: `max_clients`.
+    pub rejected_connections: IntCounterVec,
+    /// `mapchaos_protocol_errors_total`: connections closed for a malformed frame or a limit.
+    pub protocol_errors: IntCounter,
+}
+
+impl SidecarMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let ops = IntCounterVec::new(
+            Opts::new(
+                "mapchaos_ops_total",
+                "Map operations served, by command, source and outcome.",
+            ),
+            &["op", "source", "outcome"],
+        )
+        .expect("valid metric");
+        let op_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mapchaos_op_duration_seconds",
+                "Time to execute one map operation, by command and source.",
+            )
+            .buckets(latency_buckets()),
+            &["op", "source"],
+        )
+        .expect("valid metric");
+        let race_exposures = IntCounterVec::new(
+            Opts::new(
+                "mapchaos_race_exposures_total",
+                "Pairs of truly concurrent operations on one key seen by storms, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let anomalies = IntCounterVec::new(
+            Opts::new(
+                "mapchaos_anomalies_total",
+                "Consistency anomalies found by the checker, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let storm_active = IntGauge::new(
+            "mapchaos_storm_active",
+            "1 while a storm is running on this sidecar.",
+        )
+        .expect("valid metric");
+        let keys = IntGauge::new("mapchaos_keys", "Keys in the map.").expect("valid metric");
+        let map_memory = IntGaugeVec::new(
+            Opts::new(
+                "mapchaos_map_memory_bytes",
+                "Memory of the map: live (what live keys need), held (what the engine occupies), rss (the process).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let restored_keys = IntCounter::new(
+            "mapchaos_restored_keys_total",
+            "Keys deleted by a storm and put back afterwards.",
+        )
+        .expect("valid metric");
+        let connected_clients = IntGauge::new(
+            "mapchaos_connected_clients",
+            "Open RESP client connections.",
+        )
+        .expect("valid metric");
+        let rejected_connections = IntCounterVec::new(
+            Opts::new(
+                "mapchaos_rejected_connections_total",
+                "RESP connections refused, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let protocol_errors = IntCounter::new(
+            "mapchaos_protocol_errors_total",
+            "RESP connections closed because of a malformed frame or an exceeded limit.",
+        )
+        .expect("valid metric");
+
+        for collector in [
+            Box::new(ops.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(op_duration.clone()),
+            Box::new(race_exposures.clone()),
+            Box::new(anomalies.clone()),
+            Box::new(storm_active.clone()),
+            Box::new(keys.clone()),
+            Box::new(map_memory.clone()),
+            Box::new(restored_keys.clone()),
+            Box::new(connected_clients.clone()),
+            Box::new(rejected_connections.clone()),
+            Box::new(protocol_errors.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+
+        SidecarMetrics {
+            registry,
+            ops,
+            op_duration,
+            race_exposures,
+            anomalies,
+            storm_active,
+            keys,
+            map_memory,
+            restored_keys,
+            connected_clients,
+            rejected_connections,
+            protocol_errors,
+        }
+    }
+
+    /// Count a finished storm's exposures, anomalies and restored keys.
+    pub fn record_report(&self, report: &mapchaos_api::storm::StormReport) {
+        if let Some(check) = &report.check {
+            for (kind, count) in &check.exposures {
+                self.race_exposures
+                    .with_label_values(&[kind.as_str()])
+                    .inc_by(*count);
+            }
+            for (kind, count) in &check.anomalies {
+                self.anomalies
+                    .with_label_values(&[kind.as_str()])
+                    .inc_by(*count);
+            }
+        }
+        self.restored_keys.inc_by(report.restored_keys);
+    }
+
+    /// The registry in Prometheus's text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for SidecarMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,153 @@
+//! The sidecar process: binds the RESP and HTTP listeners, runs active expiry
+//! and compaction in the background, and drains on shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{EngineKind, SidecarArgs};
+use crate::control_api::{self, Verifier};
+use crate::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
+use crate::http::{self, HttpState};
+use crate::metrics::SidecarMetrics;
+use crate::server;
+use crate::storms::Storms;
+
+/// How often active expiry runs, how many keys one pass may remove, and how
+/// many passes one tick may chain while each finds a full budget of expired
+/// keys (so a burst of expiries is cleared fast but never starves the map).
+const EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
+const EXPIRY_BUDGET: usize = 2_000;
+const EXPIRY_PASSES_PER_TICK: usize = 16;
+/// How often the engine checks whether most of what it holds is dead space.
+const COMPACT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Run the sidecar until `shutdown` is cancelled, then drain and return.
+pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    args.validate().map_err(anyhow::Error::msg)?;
+    let engine: Arc<dyn MapEngine> = {
+        let sharded = Arc::new(ShardedEngine::new(args.shards, Clock::System));
+        match args.engine {
+            EngineKind::Sharded => sharded as Arc<dyn MapEngine>,
+            EngineKind::Lagging => {
+                warn!(
+                    lag_ms = args.lag_ms,
+                    "serving reads from a lagging snapshot: this engine is broken on purpose"
+                );
+                LaggingEngine::new(sharded, Duration::from_millis(args.lag_ms))
+            }
+        }
+    };
+    let metrics = Arc::new(SidecarMetrics::new());
+
+    let resp_listener = TcpListener::bind(args.resp_addr)
+        .await
+        .with_context(|| format!("cannot listen for RESP on {} (--resp-addr)", args.resp_addr))?;
+    let http_listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {} (--http-addr)", args.http_addr))?;
+    info!(
+        resp = %resp_listener.local_addr()?,
+        http = %http_listener.local_addr()?,
+        engine = engine.name(),
+        shards = args.shards,
+        "mapchaos sidecar listening"
+    );
+
+    let verifier = Verifier::from_hex(args.operator_public_key.as_deref())
+        .map_err(|e| anyhow::anyhow!("--operator-public-key: {e}"))?;
+    if args.operator_public_key.is_none() {
+        warn!("no --operator-public-key: storm control (PUT/DELETE /v1/storms) is disabled");
+    }
+    let storms = Storms::new(engine.clone(), metrics.clone());
+    let http_state = Arc::new(HttpState {
+        engine: Some(engine.clone()),
+        metrics: metrics.clone(),
+        ready: false.into(),
+    });
+    let http_shutdown = CancellationToken::new();
+    let http_task = tokio::spawn({
+        let router =
+            http::router(http_state.clone()).merge(control_api::router(storms.clone(), verifier));
+        let stop = http_shutdown.clone();
+        async move {
+            axum::serve(http_listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    });
+    let housekeeping = tokio::spawn(housekeeping(engine.clone(), shutdown.clone()));
+
+    let resp_task = tokio::spawn(server::serve(
+        resp_listener,
+        engine.clone(),
+        metrics.clone(),
+        args.server_config(),
+        shutdown.clone(),
+    ));
+    http_state.ready.store(true, Ordering::Release);
+
+    shutdown.cancelled().await;
+    http_state.ready.store(false, Ordering::Release);
+    // A storm must not outlive its sidecar's service: stop it, and let its
+    // check and restore finish before the process exits.
+    storms.stop_all();
+    info!("shutting down: draining RESP connections");
+    let drain = Duration::from_secs(args.drain_timeout_secs);
+    match tokio::time::timeout(drain, resp_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => warn!(%error, "RESP server ended with an error"),
+        Ok(Err(error)) => warn!(%error, "RESP server task failed"),
+        Err(_) => warn!(
+            seconds = args.drain_timeout_secs,
+            "drain timed out; closing anyway"
+        ),
+    }
+    let waiting = storms.clone();
+    let drained = tokio::task::spawn_blocking(move || waiting.wait_idle(drain)).await;
+    if !matches!(drained, Ok(true)) {
+        warn!(
+            seconds = args.drain_timeout_secs,
+            "a storm was still finishing at exit"
+        );
+    }
+    http_shutdown.cancel();
+    if let Ok(Err(error)) = http_task.await {
+        warn!(%error, "HTTP listener ended with an error");
+    }
+    housekeeping.abort();
+    info!("sidecar stopped");
+    Ok(())
+}
+
+/// Active expiry and compaction, off the request path.
+async fn housekeeping(engine: Arc<dyn MapEngine>, shutdown: CancellationToken) {
+    let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
+    let mut compaction = tokio::time::interval(COMPACT_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = expiry.tick() => {
+                let engine = engine.clone();
+                // Expiry takes shard write locks; keep it off the async workers.
+                let _ = tokio::task::spawn_blocking(move || {
+                    for _ in 0..EXPIRY_PASSES_PER_TICK {
+                        if engine.expire_cycle(EXPIRY_BUDGET) < EXPIRY_BUDGET {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+            _ = compaction.tick() => {
+                let engine = engine.clone();
+                let _ = tokio::task::spawn_blocking(move || engine.compact()).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Storms against the sidecar's own engine, in-process: workers call the
+//! engine directly (no network), and their operations feed the sidecar's
+//! metrics with `source="storm"` (through [`WithMetrics`], which wraps any
+//! target, RESP ones included).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mapchaos_api::storm::MemorySnapshot;
+use mapchaos_storm::client::{ClientError, MapClient, Request, Response};
+use mapchaos_storm::runner::{OpObserver, StormTarget};
+use mapchaos_storm::workload::{StormOp, decode_value};
+use prometheus::local::{LocalHistogram, LocalIntCounter};
+
+use crate::engine::{MapEngine, Pattern, SetExpiry, SetOptions, Ttl};
+use crate::metrics::SidecarMetrics;
+
+/// A storm target that is this process's engine.
+pub struct EngineTarget {
+    engine: Arc<dyn MapEngine>,
+}
+
+impl EngineTarget {
+    pub fn new(engine: Arc<dyn MapEngine>) -> Self {
+        EngineTarget { engine }
+    }
+}
+
+/// Any storm target, with its storm operations counted in the sidecar's
+/// metrics (`source="storm"`).
+pub struct WithMetrics<T> {
+    pub inner: T,
+    pub metrics: Arc<SidecarMetrics>,
+}
+
+impl<T: StormTarget> StormTarget for WithMetrics<T> {
+    fn connect(&self) -> Result<Box<dyn MapClient>, ClientError> {
+        self.inner.connect()
+    }
+
+    fn memory(&self) -> MemorySnapshot {
+        self.inner.memory()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn observer(&self) -> Option<Box<dyn OpObserver>> {
+        Some(Box::new(MetricsObserver::new(&self.metrics)))
+    }
+}
+
+impl StormTarget for EngineTarget {
+    fn connect(&self) -> Result<Box<dyn MapClient>, ClientError> {
+        Ok(Box::new(EngineClient {
+            engine: self.engine.clone(),
+        }))
+    }
+
+    fn memory(&self) -> MemorySnapshot {
+        let memory = self.engine.memory();
+        MemorySnapshot {
+            keys: memory.keys,
+            live_bytes: Some(memory.live_bytes),
+            held_bytes: Some(memory.held_bytes),
+            rss_bytes: crate::memory::resident_bytes(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("in-process:{}", self.engine.name())
+    }
+}
+
+/// A worker's handle on the engine: every call is a direct method call.
+struct EngineClient {
+    engine: Arc<dyn MapEngine>,
+}
+
+impl MapClient for EngineClient {
+    fn execute(
+        &mut self,
+        requests: &[Request<'_>],
+        responses: &mut Vec<Result<Response, ClientError>>,
+    ) {
+        let engine = self.engine.as_ref();
+        responses.extend(requests.iter().map(|request| {
+            Ok(match *request {
+                Request::Get(key) => Response::Value(engine.get(key)),
+                Request::Set(key, value) => {
+                    engine.set(
+                        Bytes::copy_from_slice(key),
+                        Bytes::copy_from_slice(value),
+                        SetOptions::default(),
+                    );
+                    Response::Ok
+                }
+                Request::Del(key) => Response::Count(engine.del(&[Bytes::copy_from_slice(key)])),
+                Request::Exists(key) => {
+                    Response::Count(engine.exists(&[Bytes::copy_from_slice(key)]))
+                }
+                Request::Pttl(key) => Response::Ttl(match engine.ttl(key) {
+                    Ttl::Missing => -2,
+                    Ttl::Persistent => -1,
+                    Ttl::Remaining(ms) => i64::try_from(ms).unwrap_or(i64::MAX),
+                }),
+            })
+        }));
+    }
+
+    fn scan_page(
+        &mut self,
+        cursor: u64,
+        pattern: &[u8],
+        count: usize,
+    ) -> Result<(u64, Vec<Bytes>), ClientError> {
+        let page = self
+            .engine
+            .scan(cursor, Some(&Pattern::new(pattern)), count);
+        Ok((page.cursor, page.keys))
+    }
+
+    fn restore(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, ClientError> {
+        let expiry = match ttl_ms {
+            Some(ms) => SetExpiry::At(self.engine.clock().now().saturating_add(ms)),
+            None => SetExpiry::Persist,
+        };
+        Ok(self.engine.restore(
+            Bytes::copy_from_slice(key),
+            Bytes::copy_from_slice(value),
+            expiry,
+            &|current| decode_value(current).is_some(),
+        ))
+    }
+}
+
+/// Feeds `mapchaos_ops_total` and `mapchaos_op_duration_seconds` with
+/// `source="storm"` through thread-local buffers, flushed in batches so the
+/// storm's hot path never contends on shared atomics.
+struct MetricsObserver {
+    /// Per op kind: ok counter, error counter, latency.
+    by_op: Vec<(LocalIntCounter, LocalIntCounter, LocalHistogram)>,
+    pending: u32,
+}
+
+/// Observations buffered before a flush.
+const FLUSH_EVERY: u32 = 1024;
+
+impl MetricsObserver {
+    fn new(metrics: &SidecarMetrics) -> Self {
+        let by_op = StormOp::ALL
+            .iter()
+            .map(|op| {
+                let name = op.name();
+                (
+                    metrics
+                        .ops
+                        .with_label_values(&[name, "storm", "ok"])
+                        .local(),
+                    metrics
+                        .ops
+                        .with_label_values(&[name, "storm", "error"])
+                        .local(),
+                    metrics
+                        .op_duration
+                        .with_label_values(&[name, "storm"])
+                        .local(),
+                )
+            })
+            .collect();
+        MetricsObserver { by_op, pending: 0 }
+    }
+
+    fn flush(&mut self) {
+        for (ok, error, latency) in &mut self.by_op {
+            ok.flush();
+            error.flush();
+            latency.flush();
+        }
+        self.pending = 0;
+    }
+}
+
+impl OpObserver for MetricsObserver {
+    fn observe(&mut self, op: StormOp, ok: bool, latency: Duration) {
+        let (ok_count, error_count, histogram) = &mut self.by_op[op.index()];
+        if ok {
+            ok_count.inc()
+        } else {
+            error_count.inc()
+        }
+        histogram.observe(latency.as_secs_f64());
+        self.pending += 1;
+        if self.pending >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+}
+
+impl Drop for MetricsObserver {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

@@ -1,0 +1,305 @@
+//! The storms this sidecar runs: one at a time, each on its own threads,
+//! stopped by its duration, an abort condition, a DELETE, or its lease
+//! running out (the dead-man's switch that keeps chaos from outliving its
+//! controller). Finished storms are kept for their report and history.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mapchaos_api::spec::{MapChaosSpec, PodSelector, SelectionMode};
+use mapchaos_api::storm::{StopReason, StormPhase, StormReport, StormRequest, StormStatus};
+use mapchaos_api::validate::InvalidSpec;
+use mapchaos_storm::History;
+use mapchaos_storm::runner::{self, StormControl, StormPlan};
+use parking_lot::Mutex;
+use tracing::{info, warn};
+
+use crate::engine::MapEngine;
+use crate::metrics::SidecarMetrics;
+use crate::storm_target::{EngineTarget, WithMetrics};
+
+/// Finished storms kept for `GET`.
+const KEEP_FINISHED: usize = 16;
+/// How often the lease watchdog looks.
+const LEASE_CHECK: Duration = Duration::from_millis(200);
+
+/// The longest accepted storm id, and its alphabet: ids appear in URLs and logs.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` is a valid storm id.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// How a storm ended: its report and history, or why it could not run.
+type Ending = Result<(StormReport, Option<History>), String>;
+
+/// One storm, running or finished.
+struct Storm {
+    id: String,
+    request: StormRequest,
+    control: Arc<StormControl>,
+    lease_deadline: Mutex<Instant>,
+    outcome: Mutex<Option<Ending>>,
+}
+
+impl Storm {
+    fn status(&self) -> StormStatus {
+        let live = self.control.live();
+        let outcome = self.outcome.lock();
+        let (phase, message, report) = match outcome.as_ref() {
+            None => (live.phase, String::new(), None),
+            Some(Err(message)) => (StormPhase::Failed, message.clone(), None),
+            Some(Ok((report, _))) => {
+                let phase = if report.stop_reason == StopReason::DurationElapsed {
+                    StormPhase::Completed
+                } else {
+                    StormPhase::Aborted
+                };
+                let message = match &report.stop_reason {
+                    StopReason::DurationElapsed => String::new(),
+                    StopReason::AbortCondition(why) => why.clone(),
+                    StopReason::Stopped => "stopped by DELETE".into(),
+                    StopReason::LeaseExpired => {
+                        "lease expired: no renewal from the operator".into()
+                    }
+                };
+                (phase, message, Some(report.clone()))
+            }
+        };
+        StormStatus {
+            id: self.id.clone(),
+            phase,
+            message,
+            ops: live.ops,
+            errors: live.errors,
+            elapsed_millis: live.elapsed.as_millis() as u64,
+            report,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.outcome.lock().is_some()
+    }
+}
+
+/// What a PUT did.
+#[derive(Debug)]
+pub enum PutOutcome {
+    /// A new storm started.
+    Started(StormStatus),
+    /// The same id was already known: its lease was renewed if it runs.
+    Existing(StormStatus),
+    /// Another storm is running.
+    Busy { running: String },
+    /// The request cannot run.
+    Invalid(InvalidSpec),
+}
+
+/// The sidecar's storms.
+pub struct Storms {
+    engine: Arc<dyn MapEngine>,
+    metrics: Arc<SidecarMetrics>,
+    running: Mutex<Option<Arc<Storm>>>,
+    finished: Mutex<VecDeque<Arc<Storm>>>,
+}
+
+impl Storms {
+    pub fn new(engine: Arc<dyn MapEngine>, metrics: Arc<SidecarMetrics>) -> Arc<Self> {
+        Arc::new(Storms {
+            engine,
+            metrics,
+            running: Mutex::new(None),
+            finished: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    fn find(&self, id: &str) -> Option<Arc<Storm>> {
+        if let Some(storm) = self.running.lock().as_ref().filter(|s| s.id == id) {
+            return Some(storm.clone());
+        }
+        self.finished.lock().iter().find(|s| s.id == id).cloned()
+    }
+
+    /// `PUT /v1/storms/{id}`: start the storm, or renew its lease.
+    pub fn put(self: &Arc<Self>, id: &str, request: StormRequest) -> PutOutcome {
+        if let Some(storm) = self.find(id) {
+            *storm.lease_deadline.lock() = Instant::now() + storm.request.lease.0;
+            return PutOutcome::Existing(storm.status());
+        }
+        if let Err(invalid) = validate(&request) {
+            return PutOutcome::Invalid(invalid);
+        }
+        let mut running = self.running.lock();
+        if let Some(other) = running.as_ref() {
+            return PutOutcome::Busy {
+                running: other.id.clone(),
+            };
+        }
+        let storm = Arc::new(Storm {
+            id: id.to_owned(),
+            lease_deadline: Mutex::new(Instant::now() + request.lease.0),
+            request,
+            control: StormControl::new(),
+            outcome: Mutex::new(None),
+        });
+        *running = Some(storm.clone());
+        drop(running);
+        self.metrics.storm_active.set(1);
+        info!(storm = id, "storm starting");
+        let storms = self.clone();
+        let runner_storm = storm.clone();
+        std::thread::Builder::new()
+            .name("storm".into())
+            .spawn(move || storms.run(runner_storm))
+            .expect("spawn the storm thread");
+        let watched = storm.clone();
+        std::thread::Builder::new()
+            .name("storm-lease".into())
+            .spawn(move || watch_lease(&watched))
+            .expect("spawn the lease watchdog");
+        PutOutcome::Started(storm.status())
+    }
+
+    fn run(&self, storm: Arc<Storm>) {
+        let request = &storm.request;
+        let plan = StormPlan {
+            storm: request.storm.clone(),
+            check: request.check.clone(),
+            abort: request.abort.clone(),
+            duration: request.duration.0,
+            seed: request.seed,
+            check_threads: 0,
+        };
+        let target = WithMetrics {
+            inner: EngineTarget::new(self.engine.clone()),
+            metrics: self.metrics.clone(),
+        };
+        let outcome = runner::run(&plan, &target, &storm.control)
+            .map(|outcome| {
+                self.metrics.record_report(&outcome.report);
+                info!(
+                    storm = %storm.id,
+                    ops = outcome.report.ops,
+                    verdict = ?outcome.report.verdict,
+                    "storm finished"
+                );
+                (outcome.report, outcome.history)
+            })
+            .map_err(|error| {
+                warn!(storm = %storm.id, %error, "storm failed");
+                error.to_string()
+            });
+        *storm.outcome.lock() = Some(outcome);
+        self.metrics.storm_active.set(0);
+        let mut running = self.running.lock();
+        if running.as_ref().is_some_and(|s| Arc::ptr_eq(s, &storm)) {
+            *running = None;
+        }
+        let mut finished = self.finished.lock();
+        finished.push_back(storm);
+        while finished.len() > KEEP_FINISHED {
+            finished.pop_front();
+        }
+    }
+
+    /// `GET /v1/storms/{id}`.
+    pub fn status(&self, id: &str) -> Option<StormStatus> {
+        self.find(id).map(|storm| storm.status())
+    }
+
+    /// `DELETE /v1/storms/{id}`: stop it (its keys are restored if the spec
+    /// asks). `None` when unknown.
+    pub fn stop(&self, id: &str) -> Option<StormStatus> {
+        let storm = self.find(id)?;
+        if !storm.is_finished() {
+            info!(storm = id, "storm stopped by DELETE");
+            storm.control.stop(StopReason::Stopped);
+        }
+        Some(storm.status())
+    }
+
+    /// `GET /v1/storms/{id}/history`: `Err(true)` while the storm runs,
+    /// `Err(false)` when unknown or not recorded.
+    pub fn history_json(&self, id: &str) -> Result<String, bool> {
+        let storm = self.find(id).ok_or(false)?;
+        let outcome = storm.outcome.lock();
+        match outcome.as_ref() {
+            None => Err(true),
+            Some(Ok((_, Some(history)))) => history.to_json().map_err(|_| false),
+            Some(_) => Err(false),
+        }
+    }
+
+    /// Stop every storm (the sidecar is shutting down).
+    pub fn stop_all(&self) {
+        if let Some(storm) = self.running.lock().as_ref() {
+            storm.control.stop(StopReason::Stopped);
+        }
+    }
+
+    /// Wait until no storm runs (its check and restore included), at most
+    /// `timeout`; `false` if one still runs.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.running.lock().is_some() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+/// Stop the storm when its lease runs out.
+fn watch_lease(storm: &Storm) {
+    while !storm.is_finished() {
+        if Instant::now() > *storm.lease_deadline.lock() && !storm.control.is_stopping() {
+            warn!(storm = %storm.id, "lease expired: stopping the storm");
+            storm.control.stop(StopReason::LeaseExpired);
+        }
+        std::thread::sleep(LEASE_CHECK);
+    }
+}
+
+/// The same rules as a MapChaos's storm part.
+fn validate(request: &StormRequest) -> Result<(), InvalidSpec> {
+    let spec = MapChaosSpec {
+        selector: PodSelector::default(),
+        mode: SelectionMode::All,
+        value: None,
+        duration: request.duration,
+        storm: request.storm.clone(),
+        check: request.check.clone(),
+        abort: request.abort.clone(),
+        schedule: None,
+        dry_run: false,
+        paused: false,
+        seed: Some(request.seed),
+    };
+    // The request has no `spec.` level: name fields as the request does.
+    spec.validate_storm().map_err(|InvalidSpec(errors)| {
+        InvalidSpec(
+            errors
+                .into_iter()
+                .map(|mut e| {
+                    e.field = e.field.trim_start_matches("spec.").to_owned();
+                    e
+                })
+                .collect(),
+        )
+    })?;
+    if request.lease.0.is_zero() {
+        return Err(InvalidSpec(vec![mapchaos_api::validate::FieldError {
+            field: "lease".into(),
+            message: "must be longer than 0s".into(),
+        }]));
+    }
+    Ok(())
+}

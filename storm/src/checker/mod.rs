@@ -1,0 +1,272 @@
+//! The race checker (CHECKER.md): splits a history by key, measures how hard
+//! the storm raced, runs the named detectors and then the full
+//! linearizability search per key in parallel, judges the SCANs, and rolls it
+//! all up into a [`CheckReport`].
+
+mod detect;
+mod exposure;
+mod scan;
+mod search;
+mod witness;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mapchaos_api::{AnomalyKind, CheckReport, ExposureKind, KeyVerdictCounts};
+
+use crate::history::{Event, History, KeyId, Op, ValueId};
+
+/// How a check runs.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// Wall-clock time the search may spend on one key; a key that runs out
+    /// is `unknown`, never `ok`.
+    pub per_key_budget: Duration,
+    /// Worker threads checking keys in parallel (at least one is used).
+    pub threads: usize,
+    /// How many witnesses the report keeps.
+    pub max_witnesses: usize,
+}
+
+impl Default for CheckOptions {
+    fn default() -> CheckOptions {
+        CheckOptions {
+            per_key_budget: Duration::from_secs(10),
+            threads: thread::available_parallelism().map_or(1, |n| n.get()),
+            max_witnesses: 10,
+        }
+    }
+}
+
+/// What a single-key operation did, as the register model sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    Get(Option<ValueId>),
+    Set(ValueId),
+    Del(bool),
+    Exists(bool),
+}
+
+/// One operation of one key's sub-history, compact for the hot loops.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyOp {
+    pub(crate) call: u64,
+    pub(crate) ret: u64,
+    pub(crate) action: Action,
+    /// Its index in the history's events, for witnesses.
+    pub(crate) event: u32,
+}
+
+impl KeyOp {
+    pub(crate) fn is_info(&self) -> bool {
+        self.ret == Event::NO_RETURN
+    }
+}
+
+/// An anomaly found on one key, pointing at history events.
+#[derive(Clone, Debug)]
+pub(crate) struct Finding {
+    pub(crate) kind: AnomalyKind,
+    pub(crate) key: KeyId,
+    /// The events involved.
+    pub(crate) events: Vec<u32>,
+    pub(crate) explanation: String,
+    /// For `nonlinearizable`: the longest legal prefix (events in order) and
+    /// the register after it.
+    pub(crate) prefix: Option<(Vec<u32>, Option<ValueId>)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyVerdict {
+    Ok,
+    Illegal,
+    Unknown,
+}
+
+/// Everything the per-key pass learns about one key.
+struct KeyOutcome {
+    verdict: KeyVerdict,
+    exposure: exposure::KeyExposure,
+    findings: Vec<Finding>,
+    intervals: scan::KeyIntervals,
+}
+
+/// Judges a history: exposures, anomalies with witnesses, per-key verdicts
+/// and the overall verdict.
+pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
+    let by_key = split_by_key(history);
+    let needs_intervals = history
+        .events()
+        .iter()
+        .any(|e| matches!(e.op, Op::Scan { .. }) && !e.is_info());
+    let outcomes = check_keys(&by_key, options, needs_intervals);
+
+    let mut exposures: BTreeMap<ExposureKind, u64> =
+        ExposureKind::ALL.iter().map(|&k| (k, 0)).collect();
+    let mut anomalies: BTreeMap<AnomalyKind, u64> =
+        AnomalyKind::ALL.iter().map(|&k| (k, 0)).collect();
+    let mut findings = Vec::new();
+    let mut max_overlap = 0;
+    let mut verdicts = vec![None; by_key.len()];
+    for (key, outcome) in outcomes.iter().enumerate() {
+        let Some(outcome) = outcome else { continue };
+        for (kind, n) in outcome.exposure.by_kind() {
+            *exposures.entry(kind).or_default() += n;
+        }
+        max_overlap = max_overlap.max(outcome.exposure.max_overlap);
+        verdicts[key] = Some(outcome.verdict);
+        findings.extend(outcome.findings.iter().cloned());
+    }
+    *exposures.entry(ExposureKind::DelScan).or_default() += exposure::del_scan_pairs(history);
+
+    // A key without operations is absent throughout, which binds SCANs too.
+    let untouched = scan::KeyIntervals::of(&[]);
+    let intervals: Vec<&scan::KeyIntervals> = outcomes
+        .iter()
+        .map(|o| o.as_ref().map_or(&untouched, |o| &o.intervals))
+        .collect();
+    let scans = scan::judge_scans(history, &intervals);
+    for finding in &scans.findings {
+        verdicts[finding.key as usize] = Some(KeyVerdict::Illegal);
+    }
+    findings.extend(scans.findings);
+    // Keys first, then kinds, so the witnesses kept are the same on every run.
+    findings.sort_by_key(|f| (f.key, f.kind));
+    for finding in &findings {
+        *anomalies.entry(finding.kind).or_default() += 1;
+    }
+
+    let mut keys = KeyVerdictCounts::default();
+    for verdict in verdicts.into_iter().flatten() {
+        match verdict {
+            KeyVerdict::Ok => keys.ok += 1,
+            KeyVerdict::Illegal => keys.illegal += 1,
+            KeyVerdict::Unknown => keys.unknown += 1,
+        }
+    }
+    let witnesses = findings
+        .iter()
+        .take(options.max_witnesses)
+        .map(|f| witness::build(history, f))
+        .collect();
+    let verdict = CheckReport::verdict_from(&exposures, &anomalies, &keys);
+    CheckReport {
+        exposures,
+        max_overlap,
+        anomalies,
+        witnesses,
+        keys,
+        ops_checked: history.events().len() as u64,
+        truncated: history.is_truncated(),
+        scan_duplicates: scans.duplicates,
+        verdict,
+    }
+}
+
+/// Each key's operations (SCANs excluded), sorted by call.
+fn split_by_key(history: &History) -> Vec<Vec<KeyOp>> {
+    let mut counts = vec![0usize; history.keys().len()];
+    for event in history.events() {
+        if let Some(key) = event.op.key() {
+            counts[key as usize] += 1;
+        }
+    }
+    let mut by_key: Vec<Vec<KeyOp>> = counts.into_iter().map(Vec::with_capacity).collect();
+    for (index, event) in history.events().iter().enumerate() {
+        let (key, action) = match event.op {
+            Op::Get { key, read } => (key, Action::Get(read)),
+            Op::Set { key, value } => (key, Action::Set(value)),
+            Op::Del { key, removed } => (key, Action::Del(removed)),
+            Op::Exists { key, present } => (key, Action::Exists(present)),
+            Op::Scan { .. } => continue,
+        };
+        // History::new bounds the event count by memory long before u32 matters,
+        // but saturate rather than wrap if it ever does not.
+        let event_index = u32::try_from(index).unwrap_or(u32::MAX);
+        by_key[key as usize].push(KeyOp {
+            call: event.call,
+            ret: event.ret,
+            action,
+            event: event_index,
+        });
+    }
+    by_key
+}
+
+/// Runs the per-key pass on `options.threads` threads, biggest keys first so
+/// one hot key does not start last.
+fn check_keys(
+    by_key: &[Vec<KeyOp>],
+    options: &CheckOptions,
+    needs_intervals: bool,
+) -> Vec<Option<KeyOutcome>> {
+    let mut order: Vec<usize> = (0..by_key.len())
+        .filter(|&k| !by_key[k].is_empty())
+        .collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(by_key[k].len()));
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(order.len()));
+    let threads = options.threads.clamp(1, order.len().max(1));
+    thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut local = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&key) = order.get(i) else { break };
+                    let outcome = check_key(
+                        key as KeyId,
+                        &by_key[key],
+                        options.per_key_budget,
+                        needs_intervals,
+                    );
+                    local.push((key, outcome));
+                }
+                results
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(local);
+            });
+        }
+    });
+    let mut outcomes: Vec<Option<KeyOutcome>> = by_key.iter().map(|_| None).collect();
+    for (key, outcome) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        outcomes[key] = Some(outcome);
+    }
+    outcomes
+}
+
+fn check_key(key: KeyId, ops: &[KeyOp], budget: Duration, needs_intervals: bool) -> KeyOutcome {
+    let exposure = exposure::sweep(ops);
+    let intervals = if needs_intervals {
+        scan::KeyIntervals::of(ops)
+    } else {
+        scan::KeyIntervals::default()
+    };
+    let mut findings = detect::detect(key, ops);
+    let verdict = if !findings.is_empty() {
+        KeyVerdict::Illegal
+    } else {
+        let deadline = Instant::now() + budget;
+        match search::linearize(ops, deadline) {
+            search::Outcome::Linearizable => KeyVerdict::Ok,
+            search::Outcome::OutOfBudget => KeyVerdict::Unknown,
+            search::Outcome::Illegal { prefix } => {
+                findings.push(witness::nonlinearizable(key, ops, &prefix));
+                KeyVerdict::Illegal
+            }
+        }
+    };
+    KeyOutcome {
+        verdict,
+        exposure,
+        findings,
+        intervals,
+    }
+}
+
+#[cfg(test)]
+mod tests;

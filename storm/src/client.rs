@@ -1,0 +1,320 @@
+//! How a storm worker talks to a map: one trait, implemented in-process by the
+//! sidecar's engine and here over RESP for any Redis-protocol server.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// One single-key request. Keys and values are borrowed: the worker owns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    Get(&'a [u8]),
+    Set(&'a [u8], &'a [u8]),
+    Del(&'a [u8]),
+    Exists(&'a [u8]),
+    /// `PTTL`: the remaining time to live in milliseconds.
+    Pttl(&'a [u8]),
+}
+
+/// The answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// `GET`: the value, or nil.
+    Value(Option<Bytes>),
+    /// `SET`: acknowledged.
+    Ok,
+    /// `DEL`/`EXISTS`: the integer reply.
+    Count(u64),
+    /// `PTTL`: milliseconds left, -1 without a TTL, -2 for a missing key.
+    Ttl(i64),
+}
+
+/// Why a request got no answer. The operation may or may not have taken
+/// effect (the history records it as such).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error reply.
+    #[error("server error: {0}")]
+    Server(String),
+    /// No reply in time, or the connection broke; the connection is reset.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The reply had an unexpected shape for the command.
+    #[error("unexpected reply to {command}: {reply}")]
+    UnexpectedReply {
+        command: &'static str,
+        reply: String,
+    },
+}
+
+/// A connection to the map under test. Each storm worker owns one.
+pub trait MapClient: Send {
+    /// Run `requests` in order (pipelined where the transport can) and push one
+    /// result per request onto `responses`.
+    fn execute(
+        &mut self,
+        requests: &[Request<'_>],
+        responses: &mut Vec<Result<Response, ClientError>>,
+    );
+
+    /// One `SCAN cursor MATCH pattern COUNT count` step.
+    fn scan_page(
+        &mut self,
+        cursor: u64,
+        pattern: &[u8],
+        count: usize,
+    ) -> Result<(u64, Vec<Bytes>), ClientError>;
+
+    /// Put `value` back at `key` (expiring after `ttl_ms`, if given) when the
+    /// key is absent or holds a value a storm wrote — never over a value the
+    /// application wrote. `true` when it was put back.
+    fn restore(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, ClientError>;
+}
+
+/// A map served over RESP (the sidecar, redis-server, anything compatible),
+/// through the `redis` client crate.
+pub struct RespClient {
+    client: redis::Client,
+    connection: Option<redis::Connection>,
+    timeout: Duration,
+}
+
+impl RespClient {
+    /// Connect to `url` (`redis://host:port`). Requests that get no reply
+    /// within `timeout` fail (and the connection is re-opened on next use).
+    pub fn connect(url: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ClientError::Connection(format!("invalid target {url:?}: {e}")))?;
+        let mut this = RespClient {
+            client,
+            connection: None,
+            timeout,
+        };
+        this.connection()?;
+        Ok(this)
+    }
+
+    fn connection(&mut self) -> Result<&mut redis::Connection, ClientError> {
+        if self.connection.is_none() {
+            let connection = self
+                .client
+                .get_connection_with_timeout(self.timeout)
+                .map_err(|e| ClientError::Connection(e.to_string()))?;
+            connection
+                .set_read_timeout(Some(self.timeout))
+                .and_then(|()| connection.set_write_timeout(Some(self.timeout)))
+                .map_err(|e| ClientError::Connection(e.to_string()))?;
+            self.connection = Some(connection);
+        }
+        Ok(self.connection.as_mut().expect("just connected"))
+    }
+
+    /// After a transport error the stream may hold late replies: drop it.
+    fn reset(&mut self) {
+        self.connection = None;
+    }
+}
+
+fn decode(request: &Request<'_>, value: redis::Value) -> Result<Response, ClientError> {
+    use redis::Value;
+    let unexpected = |command, value: Value| ClientError::UnexpectedReply {
+        command,
+        reply: format!("{value:?}"),
+    };
+    match (request, value) {
+        (_, Value::ServerError(error)) => Err(ClientError::Server(error.to_string())),
+        (Request::Get(_), Value::Nil) => Ok(Response::Value(None)),
+        (Request::Get(_), Value::BulkString(bytes)) => {
+            Ok(Response::Value(Some(Bytes::from(bytes))))
+        }
+        (Request::Get(_), other) => Err(unexpected("GET", other)),
+        (Request::Set(..), Value::Okay) => Ok(Response::Ok),
+        (Request::Set(..), Value::SimpleString(s)) if s == "OK" => Ok(Response::Ok),
+        (Request::Set(..), other) => Err(unexpected("SET", other)),
+        (Request::Del(_) | Request::Exists(_), Value::Int(n)) if n >= 0 => {
+            Ok(Response::Count(n as u64))
+        }
+        (Request::Del(_), other) => Err(unexpected("DEL", other)),
+        (Request::Exists(_), other) => Err(unexpected("EXISTS", other)),
+        (Request::Pttl(_), Value::Int(n)) => Ok(Response::Ttl(n)),
+        (Request::Pttl(_), other) => Err(unexpected("PTTL", other)),
+    }
+}
+
+impl MapClient for RespClient {
+    fn execute(
+        &mut self,
+        requests: &[Request<'_>],
+        responses: &mut Vec<Result<Response, ClientError>>,
+    ) {
+        let mut pipeline = redis::pipe();
+        pipeline.ignore_errors();
+        for request in requests {
+            match *request {
+                Request::Get(key) => pipeline.cmd("GET").arg(key),
+                Request::Set(key, value) => pipeline.cmd("SET").arg(key).arg(value),
+                Request::Del(key) => pipeline.cmd("DEL").arg(key),
+                Request::Exists(key) => pipeline.cmd("EXISTS").arg(key),
+                Request::Pttl(key) => pipeline.cmd("PTTL").arg(key),
+            };
+        }
+        let result: Result<Vec<redis::Value>, ClientError> = self.connection().and_then(|c| {
+            pipeline
+                .query(c)
+                .map_err(|e| ClientError::Connection(e.to_string()))
+        });
+        match result {
+            Ok(values) if values.len() == requests.len() => {
+                responses.extend(requests.iter().zip(values).map(|(r, v)| decode(r, v)));
+            }
+            Ok(values) => {
+                self.reset();
+                let error = ClientError::Connection(format!(
+                    "{} replies to {} pipelined requests",
+                    values.len(),
+                    requests.len()
+                ));
+                responses.extend(requests.iter().map(|_| Err(error.clone())));
+            }
+            Err(error) => {
+                self.reset();
+                responses.extend(requests.iter().map(|_| Err(error.clone())));
+            }
+        }
+    }
+
+    fn scan_page(
+        &mut self,
+        cursor: u64,
+        pattern: &[u8],
+        count: usize,
+    ) -> Result<(u64, Vec<Bytes>), ClientError> {
+        let mut command = redis::cmd("SCAN");
+        command
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        let reply: Result<(u64, Vec<Vec<u8>>), ClientError> = self.connection().and_then(|c| {
+            command
+                .query(c)
+                .map_err(|e| ClientError::Connection(e.to_string()))
+        });
+        match reply {
+            Ok((next, keys)) => Ok((next, keys.into_iter().map(Bytes::from).collect())),
+            Err(error) => {
+                self.reset();
+                Err(error)
+            }
+        }
+    }
+
+    /// Over RESP the "absent" case is atomic (`SET NX`); the "holds a storm
+    /// value" case reads then writes with `SET XX`, so an application write
+    /// landing between the two can be overwritten. The in-process engine has
+    /// no such window.
+    fn restore(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, ClientError> {
+        let set = |condition: &str| {
+            let mut command = redis::cmd("SET");
+            command.arg(key).arg(value).arg(condition);
+            if let Some(ttl) = ttl_ms {
+                command.arg("PX").arg(ttl);
+            }
+            command
+        };
+        let result = (|| {
+            let connection = self.connection()?;
+            let query = |c: &mut redis::Connection,
+                         command: redis::Cmd|
+             -> Result<redis::Value, ClientError> {
+                command
+                    .query(c)
+                    .map_err(|e| ClientError::Connection(e.to_string()))
+            };
+            if query(connection, set("NX"))? != redis::Value::Nil {
+                return Ok(true);
+            }
+            let current = query(connection, redis::cmd("GET").arg(key).to_owned())?;
+            match current {
+                redis::Value::BulkString(bytes)
+                    if crate::workload::decode_value(&bytes).is_some() =>
+                {
+                    Ok(query(connection, set("XX"))? != redis::Value::Nil)
+                }
+                _ => Ok(false),
+            }
+        })();
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+}
+
+/// A storm target reached over RESP: every worker opens its own connection.
+pub struct RespTarget {
+    url: String,
+    timeout: Duration,
+}
+
+impl RespTarget {
+    /// Check the URL and that the server answers, so a typo fails before any
+    /// preparation.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, ClientError> {
+        RespClient::connect(url, timeout)?;
+        Ok(RespTarget {
+            url: url.to_owned(),
+            timeout,
+        })
+    }
+}
+
+impl crate::runner::StormTarget for RespTarget {
+    fn connect(&self) -> Result<Box<dyn MapClient>, ClientError> {
+        Ok(Box::new(RespClient::connect(&self.url, self.timeout)?))
+    }
+
+    /// `DBSIZE` and `INFO memory`; a server that does not tell leaves fields empty.
+    fn memory(&self) -> mapchaos_api::storm::MemorySnapshot {
+        let mut snapshot = mapchaos_api::storm::MemorySnapshot::default();
+        let Ok(mut client) = RespClient::connect(&self.url, self.timeout) else {
+            return snapshot;
+        };
+        let Ok(connection) = client.connection() else {
+            return snapshot;
+        };
+        if let Ok(keys) = redis::cmd("DBSIZE").query::<u64>(connection) {
+            snapshot.keys = keys;
+        }
+        if let Ok(info) = redis::cmd("INFO").arg("memory").query::<String>(connection) {
+            let field = |name: &str| {
+                info.lines().find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(':')?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+            };
+            snapshot.live_bytes = field("used_memory");
+            snapshot.held_bytes = field("mapchaos_held_bytes");
+            snapshot.rss_bytes = field("used_memory_rss");
+        }
+        snapshot
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}

@@ -1,0 +1,14 @@
+//! The mapchaos judge: the history a storm records and the race checker that
+//! decides whether a correct map could have produced it (see CHECKER.md).
+
+pub mod checker;
+pub mod client;
+pub mod error;
+pub mod history;
+pub mod report;
+pub mod runner;
+pub mod workload;
+
+pub use checker::{CheckOptions, check};
+pub use error::Error;
+pub use history::{ClientId, Event, History, KeyId, Op, RecordBudget, Recorder, ValueId};

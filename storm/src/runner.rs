@@ -1,0 +1,1021 @@
+//! Runs one storm against a [`StormTarget`]: prepares the keys, runs the
+//! workers (closed loop, or open loop at a fixed rate with latency measured
+//! from each operation's intended start), watches the abort conditions,
+//! then checks the history and builds the report.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use mapchaos_api::spec::{AbortSpec, CheckSpec, KeySource, StormSpec};
+use mapchaos_api::storm::{
+    LatencySummary, MemorySnapshot, OpStats, StopReason, StormPhase, StormReport,
+};
+use mapchaos_api::validate::parse_fraction;
+use mapchaos_api::{CheckReport, Verdict};
+use rand::RngExt;
+
+use crate::client::{ClientError, MapClient, Request, Response};
+use crate::history::{Event, History, KeyId, Op, RecordBudget, Recorder, ValueId};
+use crate::workload::{
+    KeyChooser, OpChooser, StormOp, decode_value, synthetic_key, worker_rng, write_value,
+};
+use crate::{CheckOptions, check};
+
+/// The client id of the preparation step (preload, reading existing keys).
+/// Storm workers are 1..=workers.
+const PREPARER: u32 = 0;
+/// Requests per pipelined batch while preparing and restoring.
+const PREPARE_BATCH: usize = 512;
+/// Keys asked per SCAN page.
+const SCAN_COUNT: usize = 64;
+/// How often the watcher looks at the clock and the abort conditions.
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
+/// The window the p99 abort condition looks at.
+const P99_WINDOW: Duration = Duration::from_secs(1);
+/// Operations a worker completes between publishing its counters.
+const PUBLISH_EVERY: u64 = 64;
+/// The error-rate condition waits for this many operations before judging.
+const MIN_OPS_FOR_ERROR_RATE: u64 = 200;
+/// Latency histograms cover 1 ns to 1 h at 3 significant digits.
+const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
+
+/// A map a storm can run against.
+pub trait StormTarget: Sync {
+    /// A new connection for one worker (workers never share one).
+    fn connect(&self) -> Result<Box<dyn MapClient>, ClientError>;
+    /// The map's size and memory now.
+    fn memory(&self) -> MemorySnapshot;
+    /// What this is, for the report (`in-process:sharded`, `redis://…`).
+    fn describe(&self) -> String;
+    /// A per-worker sink for live metrics, if the caller wants them.
+    fn observer(&self) -> Option<Box<dyn OpObserver>> {
+        None
+    }
+}
+
+/// Sees every storm operation as it completes (for live metrics). Called on
+/// the worker's thread; implementations batch their own publishing.
+pub trait OpObserver: Send {
+    fn observe(&mut self, op: StormOp, ok: bool, latency: Duration);
+}
+
+/// One storm, fully resolved.
+#[derive(Debug, Clone)]
+pub struct StormPlan {
+    pub storm: StormSpec,
+    pub check: CheckSpec,
+    pub abort: AbortSpec,
+    pub duration: Duration,
+    pub seed: u64,
+    /// Worker threads for the checker (0: one per core).
+    pub check_threads: usize,
+}
+
+/// Shared between a running storm and whoever watches or stops it.
+#[derive(Debug, Default)]
+pub struct StormControl {
+    stop: AtomicBool,
+    reason: Mutex<Option<StopReason>>,
+    phase: AtomicU8,
+    ops: AtomicU64,
+    errors: AtomicU64,
+    started: Mutex<Option<Instant>>,
+}
+
+/// What a watcher sees of a running storm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveStats {
+    pub phase: StormPhase,
+    pub ops: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+}
+
+impl StormControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(StormControl::default())
+    }
+
+    /// Ask the storm to stop; the first reason given wins.
+    pub fn stop(&self, reason: StopReason) {
+        let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        self.stop.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub fn live(&self) -> LiveStats {
+        let elapsed = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
+        LiveStats {
+            phase: phase_from_u8(self.phase.load(Ordering::Acquire)),
+            ops: self.ops.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            elapsed,
+        }
+    }
+
+    fn set_phase(&self, phase: StormPhase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    fn take_reason(&self) -> Option<StopReason> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn phase_from_u8(value: u8) -> StormPhase {
+    [
+        StormPhase::Preparing,
+        StormPhase::Running,
+        StormPhase::Checking,
+        StormPhase::Restoring,
+        StormPhase::Completed,
+        StormPhase::Aborted,
+        StormPhase::Failed,
+    ]
+    .get(usize::from(value))
+    .copied()
+    .unwrap_or(StormPhase::Failed)
+}
+
+/// Why a storm could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the spec cannot run: {0}")]
+    Spec(String),
+    #[error("cannot reach the map: {0}")]
+    Connect(#[from] ClientError),
+    #[error("no existing key matches {pattern:?}; nothing to storm")]
+    NoKeys { pattern: String },
+    #[error(transparent)]
+    History(#[from] crate::Error),
+}
+
+/// A finished storm: its report, and its history when recorded.
+#[derive(Debug)]
+pub struct StormOutcome {
+    pub report: StormReport,
+    pub history: Option<History>,
+}
+
+/// The keys a storm owns and what they held before it.
+struct Keyspace {
+    keys: Vec<Vec<u8>>,
+    index: HashMap<Vec<u8>, KeyId>,
+    scan_pattern: Vec<u8>,
+    /// For existing keys: the value and remaining TTL (ms) each had.
+    originals: Vec<Option<(Bytes, Option<u64>)>>,
+}
+
+impl Keyspace {
+    fn new(keys: Vec<Vec<u8>>, scan_pattern: Vec<u8>) -> Self {
+        let index = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as KeyId))
+            .collect();
+        Keyspace {
+            keys,
+            index,
+            scan_pattern,
+            originals: Vec::new(),
+        }
+    }
+
+    /// What a read of `key` returned, as a write id.
+    fn value_id(&self, key: KeyId, value: &[u8]) -> Option<ValueId> {
+        if let Some(id) = decode_value(value) {
+            return Some(ValueId(id));
+        }
+        match self.originals.get(key as usize) {
+            Some(Some((original, _))) if original.as_ref() == value => {
+                Some(ValueId::new(PREPARER, key))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Escape glob metacharacters so a prefix matches only itself.
+fn glob_literal(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 1);
+    for byte in text.bytes() {
+        if matches!(byte, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(byte);
+    }
+    out
+}
+
+/// Run `plan` against `target` until its duration ends or `control` stops it.
+pub fn run(
+    plan: &StormPlan,
+    target: &dyn StormTarget,
+    control: &StormControl,
+) -> Result<StormOutcome, RunError> {
+    let ops_chooser = OpChooser::new(&plan.storm.mix)
+        .ok_or_else(|| RunError::Spec("spec.storm.mix: every weight is 0".into()))?;
+    let max_error_rate = plan
+        .abort
+        .max_error_rate
+        .as_deref()
+        .and_then(parse_fraction);
+    control.set_phase(StormPhase::Preparing);
+    let clock = Instant::now();
+    let now_ns = move || clock.elapsed().as_nanos() as u64;
+
+    let budget = RecordBudget::new(usize::try_from(plan.check.max_ops).unwrap_or(usize::MAX));
+    let mut preparer_log = Recorder::new(PREPARER, budget.clone());
+    let mut client = target.connect()?;
+    let keyspace = prepare(plan, client.as_mut(), &mut preparer_log, &now_ns)?;
+    let memory_before = target.memory();
+    let key_chooser = KeyChooser::new(&plan.storm.keys, keyspace.keys.len() as u64);
+
+    let workers = plan.storm.workers.max(1);
+    let window_slots: Vec<Mutex<Histogram<u64>>> = (0..workers)
+        .map(|_| Mutex::new(latency_histogram()))
+        .collect();
+    let start_ns = now_ns();
+    let start = Instant::now();
+    *control.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
+    let deadline = start + plan.duration;
+    control.set_phase(StormPhase::Running);
+
+    let shared = WorkerShared {
+        plan,
+        keyspace: &keyspace,
+        ops: &ops_chooser,
+        keys: &key_chooser,
+        control,
+        budget: &budget,
+        windows: &window_slots,
+        deadline,
+        start,
+        clock: &now_ns,
+    };
+    let results: Vec<Result<WorkerResult, ClientError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=workers)
+            .map(|worker| {
+                let shared = &shared;
+                std::thread::Builder::new()
+                    .name(format!("storm-{worker}"))
+                    .spawn_scoped(scope, move || run_worker(shared, target, worker))
+                    .expect("spawn a storm worker")
+            })
+            .collect();
+        watch(
+            control,
+            deadline,
+            max_error_rate,
+            plan.abort.max_p99_latency.map(|d| d.0),
+            &window_slots,
+        );
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a storm worker panicked"))
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    let stop_reason = control.take_reason().unwrap_or(StopReason::DurationElapsed);
+
+    let mut merged = WorkerResult::empty(PREPARER, budget.clone());
+    let mut recorders = vec![preparer_log];
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(mut result) => {
+                recorders.push(std::mem::replace(
+                    &mut result.recorder,
+                    Recorder::new(0, budget.clone()),
+                ));
+                merged.absorb(result);
+            }
+            Err(error) => first_error = first_error.or(Some(error)),
+        }
+    }
+    if merged.ops == 0
+        && let Some(error) = first_error
+    {
+        control.set_phase(StormPhase::Failed);
+        return Err(RunError::Connect(error));
+    }
+    let memory_after = target.memory();
+
+    control.set_phase(StormPhase::Checking);
+    let (history, check_report) = if plan.check.history {
+        let history = History::from_recorders(keyspace.keys.clone(), start_ns, &budget, recorders)?;
+        let history = without_keys(history, &merged.foreign_keys)?;
+        let options = CheckOptions {
+            per_key_budget: plan.check.timeout_per_key.0,
+            threads: plan.check_threads,
+            ..CheckOptions::default()
+        };
+        let report = check(&history, &options);
+        (Some(history), Some(report))
+    } else {
+        (None, None)
+    };
+
+    let mut restored = 0;
+    if plan.storm.restore && plan.storm.keys.source == KeySource::Existing {
+        control.set_phase(StormPhase::Restoring);
+        restored = restore(client.as_mut(), &keyspace, elapsed)?;
+    }
+
+    let report = build_report(
+        plan,
+        target,
+        &merged,
+        elapsed,
+        stop_reason.clone(),
+        memory_before,
+        memory_after,
+        check_report,
+        restored,
+        merged.foreign_keys.len() as u64,
+    );
+    control.set_phase(if stop_reason == StopReason::DurationElapsed {
+        StormPhase::Completed
+    } else {
+        StormPhase::Aborted
+    });
+    Ok(StormOutcome { report, history })
+}
+
+/// Drop the events of keys whose history is incomplete (the application
+/// wrote values the storm did not record), so they cannot be misjudged.
+fn without_keys(history: History, excluded: &HashSet<KeyId>) -> Result<History, crate::Error> {
+    if excluded.is_empty() {
+        return Ok(history);
+    }
+    let events = history
+        .events()
+        .iter()
+        .filter(|e| e.op.key().is_none_or(|k| !excluded.contains(&k)))
+        .map(|e| match &e.op {
+            Op::Scan { found } => Event {
+                op: Op::Scan {
+                    found: found
+                        .iter()
+                        .copied()
+                        .filter(|k| !excluded.contains(k))
+                        .collect(),
+                },
+                ..e.clone()
+            },
+            _ => e.clone(),
+        })
+        .collect();
+    History::new(
+        history.keys().to_vec(),
+        history.start(),
+        history.is_truncated(),
+        events,
+    )
+}
+
+/// Build the key table: preload the synthetic keyspace, or read the existing
+/// keys and what they hold. Everything written is recorded as history.
+fn prepare(
+    plan: &StormPlan,
+    client: &mut dyn MapClient,
+    log: &mut Recorder,
+    now_ns: &dyn Fn() -> u64,
+) -> Result<Keyspace, RunError> {
+    let spec = &plan.storm.keys;
+    match spec.source {
+        KeySource::Synthetic => {
+            let keys: Vec<Vec<u8>> = (0..spec.count)
+                .map(|i| synthetic_key(&spec.prefix, i))
+                .collect();
+            let mut pattern = glob_literal(&spec.prefix);
+            pattern.push(b'*');
+            let keyspace = Keyspace::new(keys, pattern);
+            // Start from a clean slate: keys left by an earlier storm would
+            // hold values this history never wrote.
+            let mut rng = worker_rng(plan.seed, PREPARER);
+            let mut values: Vec<Vec<u8>> = Vec::new();
+            let mut responses = Vec::new();
+            for chunk in (0..keyspace.keys.len())
+                .collect::<Vec<_>>()
+                .chunks(PREPARE_BATCH)
+            {
+                values.clear();
+                let mut wanted = Vec::with_capacity(chunk.len());
+                for &i in chunk {
+                    let present = rng.random::<f64>() < spec.preload;
+                    if present {
+                        let mut value = Vec::new();
+                        write_value(
+                            &mut value,
+                            ValueId::new(PREPARER, i as u32).0,
+                            spec.value_size as usize,
+                        );
+                        values.push(value);
+                    }
+                    wanted.push(present);
+                }
+                let mut next_value = values.iter();
+                let requests: Vec<Request<'_>> = chunk
+                    .iter()
+                    .zip(&wanted)
+                    .map(|(&i, &present)| {
+                        let key = keyspace.keys[i].as_slice();
+                        if present {
+                            Request::Set(key, next_value.next().expect("one value per present key"))
+                        } else {
+                            Request::Del(key)
+                        }
+                    })
+                    .collect();
+                responses.clear();
+                let call = now_ns();
+                client.execute(&requests, &mut responses);
+                let ret = now_ns();
+                for ((&i, &present), response) in chunk.iter().zip(&wanted).zip(responses.drain(..))
+                {
+                    let key = i as KeyId;
+                    let (ret, op) = match (present, response) {
+                        (true, Ok(_)) => (
+                            ret,
+                            Op::Set {
+                                key,
+                                value: ValueId::new(PREPARER, key),
+                            },
+                        ),
+                        (true, Err(_)) => (
+                            Event::NO_RETURN,
+                            Op::Set {
+                                key,
+                                value: ValueId::new(PREPARER, key),
+                            },
+                        ),
+                        (false, Ok(Response::Count(n))) => (
+                            ret,
+                            Op::Del {
+                                key,
+                                removed: n > 0,
+                            },
+                        ),
+                        (false, _) => (
+                            Event::NO_RETURN,
+                            Op::Del {
+                                key,
+                                removed: false,
+                            },
+                        ),
+                    };
+                    log.record(call, ret, op);
+                }
+            }
+            Ok(keyspace)
+        }
+        KeySource::Existing => {
+            let pattern = spec.pattern.clone().unwrap_or_default();
+            let mut found = Vec::new();
+            let mut seen = HashSet::new();
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = client.scan_page(cursor, pattern.as_bytes(), 1000)?;
+                for key in keys {
+                    if (found.len() as u64) < spec.count && seen.insert(key.clone()) {
+                        found.push(key.to_vec());
+                    }
+                }
+                cursor = next;
+                if cursor == 0 || found.len() as u64 >= spec.count {
+                    break;
+                }
+            }
+            let mut originals = Vec::with_capacity(found.len());
+            let mut responses = Vec::new();
+            for chunk in found.chunks(PREPARE_BATCH / 2) {
+                let requests: Vec<Request<'_>> = chunk
+                    .iter()
+                    .flat_map(|k| [Request::Get(k), Request::Pttl(k)])
+                    .collect();
+                responses.clear();
+                client.execute(&requests, &mut responses);
+                for pair in responses.chunks(2) {
+                    originals.push(match pair {
+                        [Ok(Response::Value(Some(value))), Ok(Response::Ttl(ttl))] => {
+                            Some((value.clone(), u64::try_from(*ttl).ok()))
+                        }
+                        _ => None,
+                    });
+                }
+            }
+            let (keys, originals): (Vec<Vec<u8>>, Vec<_>) = found
+                .into_iter()
+                .zip(originals)
+                .filter(|(_, o)| o.is_some())
+                .unzip();
+            if keys.is_empty() {
+                return Err(RunError::NoKeys { pattern });
+            }
+            let mut keyspace = Keyspace::new(keys, pattern.into_bytes());
+            keyspace.originals = originals;
+            // The values were there before the storm: record them as writes
+            // that completed before it started.
+            let ret = now_ns();
+            for key in 0..keyspace.keys.len() as KeyId {
+                log.record(
+                    0,
+                    ret,
+                    Op::Set {
+                        key,
+                        value: ValueId::new(PREPARER, key),
+                    },
+                );
+            }
+            Ok(keyspace)
+        }
+    }
+}
+
+/// What workers share, read-only (the counters are atomics).
+struct WorkerShared<'a> {
+    plan: &'a StormPlan,
+    keyspace: &'a Keyspace,
+    ops: &'a OpChooser,
+    keys: &'a KeyChooser,
+    control: &'a StormControl,
+    budget: &'a Arc<RecordBudget>,
+    windows: &'a [Mutex<Histogram<u64>>],
+    deadline: Instant,
+    start: Instant,
+    clock: &'a (dyn Fn() -> u64 + Sync),
+}
+
+/// One worker's totals.
+struct WorkerResult {
+    recorder: Recorder,
+    latency: [Histogram<u64>; 5],
+    errors: [u64; 5],
+    ops: u64,
+    foreign_keys: HashSet<KeyId>,
+}
+
+impl WorkerResult {
+    fn empty(client: u32, budget: Arc<RecordBudget>) -> Self {
+        WorkerResult {
+            recorder: Recorder::new(client, budget),
+            latency: std::array::from_fn(|_| latency_histogram()),
+            errors: [0; 5],
+            ops: 0,
+            foreign_keys: HashSet::new(),
+        }
+    }
+
+    fn absorb(&mut self, other: WorkerResult) {
+        for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
+            mine.add(theirs).expect("histograms share their bounds");
+        }
+        for (mine, theirs) in self.errors.iter_mut().zip(other.errors) {
+            *mine += theirs;
+        }
+        self.ops += other.ops;
+        self.foreign_keys.extend(other.foreign_keys);
+    }
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("static histogram bounds are valid")
+}
+
+/// One pending operation of a batch.
+struct Slot {
+    op: StormOp,
+    key: KeyId,
+    value: Option<ValueId>,
+}
+
+fn run_worker(
+    shared: &WorkerShared<'_>,
+    target: &dyn StormTarget,
+    worker: u32,
+) -> Result<WorkerResult, ClientError> {
+    let mut client = target.connect()?;
+    let mut observer = target.observer();
+    let plan = shared.plan;
+    let mut rng = worker_rng(plan.seed, worker);
+    let mut result = WorkerResult::empty(worker, shared.budget.clone());
+    let mut window = latency_histogram();
+    let mut last_window_flush = Instant::now();
+    let value_size = plan.storm.keys.value_size as usize;
+    let pipeline = plan.storm.pipeline.max(1) as usize;
+    let workers = u64::from(plan.storm.workers.max(1));
+    // Open loop: each worker sends at rate/workers, on a fixed schedule.
+    let interval = (plan.storm.rate > 0)
+        .then(|| Duration::from_secs_f64(workers as f64 / plan.storm.rate as f64));
+    let mut intended = shared.start;
+    let mut sequence: u32 = 0;
+    let mut published = (0u64, 0u64);
+    let mut slots: Vec<Slot> = Vec::with_capacity(pipeline);
+    let mut values: Vec<Vec<u8>> = (0..pipeline).map(|_| Vec::new()).collect();
+    let mut responses = Vec::with_capacity(pipeline);
+    let mut total_errors = 0u64;
+    let now = shared.clock;
+
+    while !shared.control.is_stopping() && Instant::now() < shared.deadline {
+        if interval.is_some() {
+            let now = Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
+            }
+        }
+        let scheduled = if interval.is_some() {
+            intended
+        } else {
+            Instant::now()
+        };
+
+        slots.clear();
+        let first = shared.ops.choose(&mut rng);
+        if first == StormOp::Scan {
+            let (ok, latency) = scan_once(shared, client.as_mut(), &mut result, scheduled);
+            account(
+                &mut result,
+                &mut window,
+                observer.as_deref_mut(),
+                StormOp::Scan,
+                ok,
+                latency,
+            );
+            total_errors += u64::from(!ok);
+        } else {
+            let mut next = Some(first);
+            while slots.len() < pipeline {
+                let op = match next.take() {
+                    Some(op) => op,
+                    None => match shared.ops.choose(&mut rng) {
+                        // A SCAN cannot join a pipeline; it starts the next round.
+                        StormOp::Scan => break,
+                        op => op,
+                    },
+                };
+                let key = shared.keys.choose(&mut rng) as KeyId;
+                let value = (op == StormOp::Set).then(|| {
+                    sequence = sequence.wrapping_add(1);
+                    ValueId::new(worker, sequence)
+                });
+                if let Some(value) = value {
+                    write_value(&mut values[slots.len()], value.0, value_size);
+                }
+                slots.push(Slot { op, key, value });
+            }
+            let keys = &shared.keyspace.keys;
+            let requests: Vec<Request<'_>> = slots
+                .iter()
+                .zip(&values)
+                .map(|(slot, value)| {
+                    let key = keys[slot.key as usize].as_slice();
+                    match slot.op {
+                        StormOp::Get => Request::Get(key),
+                        StormOp::Set => Request::Set(key, value),
+                        StormOp::Del => Request::Del(key),
+                        StormOp::Exists | StormOp::Scan => Request::Exists(key),
+                    }
+                })
+                .collect();
+            responses.clear();
+            let call = now();
+            client.execute(&requests, &mut responses);
+            let ret = now();
+            let latency = scheduled.elapsed();
+            for (slot, response) in slots.iter().zip(responses.drain(..)) {
+                let ok = response.is_ok();
+                let op = match (slot.op, response) {
+                    (StormOp::Get, Ok(Response::Value(value))) => {
+                        let read = value.map(|v| {
+                            shared.keyspace.value_id(slot.key, &v).unwrap_or_else(|| {
+                                if plan.storm.keys.source == KeySource::Existing {
+                                    result.foreign_keys.insert(slot.key);
+                                }
+                                ValueId::UNWRITTEN
+                            })
+                        });
+                        Some(Op::Get {
+                            key: slot.key,
+                            read,
+                        })
+                    }
+                    (StormOp::Set, Ok(Response::Ok)) => Some(Op::Set {
+                        key: slot.key,
+                        value: slot.value.expect("a SET carries a value"),
+                    }),
+                    (StormOp::Del, Ok(Response::Count(n))) => Some(Op::Del {
+                        key: slot.key,
+                        removed: n > 0,
+                    }),
+                    (StormOp::Exists, Ok(Response::Count(n))) => Some(Op::Exists {
+                        key: slot.key,
+                        present: n > 0,
+                    }),
+                    _ => None,
+                };
+                match op {
+                    Some(op) if ok => result.recorder.record(call, ret, op),
+                    _ => {
+                        // No usable answer: it may or may not have happened.
+                        total_errors += 1;
+                        let op = match slot.op {
+                            StormOp::Set => Op::Set {
+                                key: slot.key,
+                                value: slot.value.expect("a SET carries a value"),
+                            },
+                            StormOp::Del => Op::Del {
+                                key: slot.key,
+                                removed: false,
+                            },
+                            StormOp::Exists => Op::Exists {
+                                key: slot.key,
+                                present: false,
+                            },
+                            StormOp::Get | StormOp::Scan => Op::Get {
+                                key: slot.key,
+                                read: None,
+                            },
+                        };
+                        result.recorder.record(call, Event::NO_RETURN, op);
+                    }
+                }
+                account(
+                    &mut result,
+                    &mut window,
+                    observer.as_deref_mut(),
+                    slot.op,
+                    ok,
+                    latency,
+                );
+            }
+        }
+        if let Some(interval) = interval {
+            intended += interval * slots.len().max(1) as u32;
+        }
+
+        if result.ops - published.0 >= PUBLISH_EVERY {
+            shared
+                .control
+                .ops
+                .fetch_add(result.ops - published.0, Ordering::Relaxed);
+            shared
+                .control
+                .errors
+                .fetch_add(total_errors - published.1, Ordering::Relaxed);
+            published = (result.ops, total_errors);
+        }
+        if last_window_flush.elapsed() >= Duration::from_millis(100) {
+            flush_window(&shared.windows[(worker - 1) as usize], &mut window);
+            last_window_flush = Instant::now();
+        }
+    }
+    shared
+        .control
+        .ops
+        .fetch_add(result.ops - published.0, Ordering::Relaxed);
+    shared
+        .control
+        .errors
+        .fetch_add(total_errors - published.1, Ordering::Relaxed);
+    flush_window(&shared.windows[(worker - 1) as usize], &mut window);
+    Ok(result)
+}
+
+fn account(
+    result: &mut WorkerResult,
+    window: &mut Histogram<u64>,
+    observer: Option<&mut (dyn OpObserver + 'static)>,
+    op: StormOp,
+    ok: bool,
+    latency: Duration,
+) {
+    let nanos = (latency.as_nanos() as u64).clamp(1, LATENCY_MAX_NS);
+    result.latency[op.index()].saturating_record(nanos);
+    window.saturating_record(nanos);
+    result.ops += 1;
+    if !ok {
+        result.errors[op.index()] += 1;
+    }
+    if let Some(observer) = observer {
+        observer.observe(op, ok, latency);
+    }
+}
+
+fn flush_window(slot: &Mutex<Histogram<u64>>, window: &mut Histogram<u64>) {
+    if window.is_empty() {
+        return;
+    }
+    let mut shared = slot.lock().unwrap_or_else(|e| e.into_inner());
+    shared.add(&*window).expect("histograms share their bounds");
+    window.reset();
+}
+
+/// One full SCAN iteration over the storm's keys, recorded as one event.
+fn scan_once(
+    shared: &WorkerShared<'_>,
+    client: &mut dyn MapClient,
+    result: &mut WorkerResult,
+    scheduled: Instant,
+) -> (bool, Duration) {
+    let keyspace = shared.keyspace;
+    let call = (shared.clock)();
+    let mut found = Vec::new();
+    let mut cursor = 0;
+    let ok = loop {
+        match client.scan_page(cursor, &keyspace.scan_pattern, SCAN_COUNT) {
+            Ok((next, keys)) => {
+                found.extend(
+                    keys.iter()
+                        .filter_map(|k| keyspace.index.get(k.as_ref()).copied()),
+                );
+                cursor = next;
+                if cursor == 0 {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+        if shared.control.is_stopping() {
+            // An unfinished iteration guarantees nothing; keep it out of the history.
+            return (true, scheduled.elapsed());
+        }
+    };
+    let ret = if ok {
+        (shared.clock)()
+    } else {
+        Event::NO_RETURN
+    };
+    result.recorder.record(
+        call,
+        ret,
+        Op::Scan {
+            found: found.into_boxed_slice(),
+        },
+    );
+    (ok, scheduled.elapsed())
+}
+
+/// Stop the storm at its deadline or when an abort condition trips.
+fn watch(
+    control: &StormControl,
+    deadline: Instant,
+    max_error_rate: Option<f64>,
+    max_p99: Option<Duration>,
+    windows: &[Mutex<Histogram<u64>>],
+) {
+    let mut window_start = Instant::now();
+    loop {
+        if control.is_stopping() {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            control.stop(StopReason::DurationElapsed);
+            return;
+        }
+        std::thread::sleep(WATCH_INTERVAL.min(deadline - now));
+        let live = control.live();
+        if let Some(limit) = max_error_rate
+            && live.ops >= MIN_OPS_FOR_ERROR_RATE
+        {
+            let rate = live.errors as f64 / live.ops as f64;
+            if rate > limit {
+                control.stop(StopReason::AbortCondition(format!(
+                    "error rate {:.2}% is above abort.maxErrorRate {:.2}%",
+                    rate * 100.0,
+                    limit * 100.0
+                )));
+                return;
+            }
+        }
+        if window_start.elapsed() >= P99_WINDOW {
+            let mut merged = latency_histogram();
+            for slot in windows {
+                let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                merged.add(&*slot).expect("histograms share their bounds");
+                slot.reset();
+            }
+            window_start = Instant::now();
+            if let Some(limit) = max_p99 {
+                let p99 = Duration::from_nanos(merged.value_at_quantile(0.99));
+                if !merged.is_empty() && p99 > limit {
+                    control.stop(StopReason::AbortCondition(format!(
+                        "p99 latency {p99:?} over the last second is above abort.maxP99Latency {limit:?}"
+                    )));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Put back the existing keys the storm deleted or overwrote, with the TTL
+/// they had left, unless the application has written them since.
+fn restore(
+    client: &mut dyn MapClient,
+    keyspace: &Keyspace,
+    elapsed: Duration,
+) -> Result<u64, RunError> {
+    let mut restored = 0;
+    for (key, original) in keyspace.keys.iter().zip(&keyspace.originals) {
+        let Some((value, ttl)) = original else {
+            continue;
+        };
+        let ttl = match ttl {
+            Some(ms) => match ms.checked_sub(elapsed.as_millis() as u64) {
+                Some(left) if left > 0 => Some(left),
+                // It would have expired by now anyway.
+                _ => continue,
+            },
+            None => None,
+        };
+        if client.restore(key, value, ttl)? {
+            restored += 1;
+        }
+    }
+    Ok(restored)
+}
+
+fn summary(histogram: &Histogram<u64>) -> LatencySummary {
+    let micros = |q: f64| histogram.value_at_quantile(q).div_ceil(1000);
+    LatencySummary {
+        count: histogram.len(),
+        p50_micros: micros(0.5),
+        p90_micros: micros(0.9),
+        p99_micros: micros(0.99),
+        p999_micros: micros(0.999),
+        max_micros: histogram.max().div_ceil(1000),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    plan: &StormPlan,
+    target: &dyn StormTarget,
+    totals: &WorkerResult,
+    elapsed: Duration,
+    stop_reason: StopReason,
+    memory_before: MemorySnapshot,
+    memory_after: MemorySnapshot,
+    check: Option<CheckReport>,
+    restored_keys: u64,
+    keys_excluded: u64,
+) -> StormReport {
+    let mut all = latency_histogram();
+    let mut by_op = BTreeMap::new();
+    for op in StormOp::ALL {
+        let histogram = &totals.latency[op.index()];
+        if histogram.is_empty() {
+            continue;
+        }
+        all.add(histogram).expect("histograms share their bounds");
+        by_op.insert(
+            op.name().to_owned(),
+            OpStats {
+                ops: histogram.len(),
+                errors: totals.errors[op.index()],
+                latency: summary(histogram),
+            },
+        );
+    }
+    let errors = totals.errors.iter().sum();
+    let verdict = check.as_ref().map_or(Verdict::Inconclusive, |c| c.verdict);
+    StormReport {
+        seed: plan.seed,
+        target: target.describe(),
+        workers: plan.storm.workers,
+        elapsed_millis: elapsed.as_millis() as u64,
+        stop_reason,
+        ops: totals.ops,
+        errors,
+        ops_per_second: totals.ops as f64 / elapsed.as_secs_f64().max(1e-9),
+        by_op,
+        latency: summary(&all),
+        client_latency: None,
+        memory_before,
+        memory_after,
+        check,
+        restored_keys,
+        keys_excluded,
+        verdict,
+    }
+}
