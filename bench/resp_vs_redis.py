@@ -4,7 +4,8 @@
 Starts Debian's redis-server and `mapchaos sidecar` (release build) on loopback,
 runs the same redis-benchmark load on both in one run, and prints throughput,
 p50/p99 and the sidecar/Redis ratios. Each row alternates the two servers so
-that machine noise hits both alike.
+that machine noise hits both alike. Then runs the same `mapchaos run --target`
+storm against each and prints its ops/s, p99 and verdict side by side.
 
     python3 bench/resp_vs_redis.py            # 50 clients, -P 1 and -P 16
     python3 bench/resp_vs_redis.py --requests 2000000 --rounds 3
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+STORM_SPEC = ROOT / "manifests" / "examples" / "delete-storm.yaml"
 
 
 def free_port() -> int:
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500_000)
     parser.add_argument("--keyspace", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3, help="runs per row and server; the median is reported")
+    parser.add_argument("--storm-duration", default="5s", help="duration of the mapchaos run comparison")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     parser.add_argument("--no-build", action="store_true", help="use the existing target/release/mapchaos")
     args = parser.parse_args()
@@ -126,8 +129,28 @@ def main() -> None:
                 print(f"{row['load']:<10}{r['rps']:>14,.0f}{s['rps']:>15,.0f}{row['ratio']:>7.2f}x"
                       f"{r['p50']:>10.3f}/{r['p99']:<8.3f}{s['p50']:>11.3f}/{s['p99']:<9.3f}"
                       f"{row['p99_ratio']:>9.2f}x")
+        print(f"\nmapchaos run --target, same storm on both ({STORM_SPEC.name}, {args.storm_duration}, seed 1)\n")
+        header = f"{'server':<10}{'ops/s':>14}{'p50 µs':>10}{'p99 µs':>10}{'exposures':>14}{'verdict':>14}"
+        print(header)
+        print("-" * len(header))
+        storms = {}
+        for name in ("redis", "sidecar"):
+            out = subprocess.run(
+                [str(mapchaos), "run", str(STORM_SPEC), "--target", f"redis://127.0.0.1:{ports[name]}",
+                 "--output", "json", "--quiet", "--seed", "1", "--duration", args.storm_duration],
+                capture_output=True, text=True)
+            if out.returncode not in (0, 1, 3):
+                sys.exit(f"mapchaos run against {name} failed ({out.returncode}): {out.stderr}")
+            report = json.loads(out.stdout)
+            storms[name] = report
+            exposures = sum(report["check"]["exposures"].values()) if report.get("check") else 0
+            print(f"{name:<10}{report['opsPerSecond']:>14,.0f}{report['latency']['p50Micros']:>10}"
+                  f"{report['latency']['p99Micros']:>10}{exposures:>14,}{report['verdict']:>14}")
+        ratio = storms["sidecar"]["opsPerSecond"] / storms["redis"]["opsPerSecond"]
+        p99_ratio = storms["sidecar"]["latency"]["p99Micros"] / max(storms["redis"]["latency"]["p99Micros"], 1)
+        print(f"{'ratio':<10}{ratio:>13.2}x{'':>10}{p99_ratio:>9.2}x")
         if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
+            args.json.write_text(json.dumps({"redis_benchmark": results, "storm": storms}, indent=2))
     finally:
         for proc in servers.values():
             proc.send_signal(signal.SIGTERM)

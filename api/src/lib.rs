@@ -1,15 +1,18 @@
-//! The types mapchaos components share, without I/O: race and anomaly kinds
-//! and the checker's report, serialisable for the storm protocol and the
-//! MapChaos status.
+//! The types mapchaos components share, without I/O: the MapChaos resource
+//! (spec, status, CRD), the storm protocol, race and anomaly kinds and the
+//! checker's report.
 
 pub mod duration;
 pub mod report;
+pub mod resource;
 pub mod signing;
 pub mod spec;
 pub mod storm;
 pub mod validate;
 
 pub use duration::GoDuration;
+pub use resource::MapChaosStatus;
+pub use spec::{MapChaos, MapChaosSpec};
 
 pub use report::{
     AnomalyKind, CheckReport, ExposureKind, KeyVerdictCounts, LinearizablePrefix, OpName, Verdict,

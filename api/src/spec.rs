@@ -4,13 +4,62 @@
 
 use std::collections::BTreeMap;
 
+use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::GoDuration;
+use crate::resource::MapChaosStatus;
 
+// Deriving `CustomResource` makes `MapChaos`, the resource itself; its status
+// types live in `crate::resource`. Clippy reads the repeated `printcolumn`
+// keys as duplicated attributes; they are one column each.
 /// The desired state of a MapChaos experiment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "mapchaos.io",
+    version = "v1alpha1",
+    kind = "MapChaos",
+    singular = "mapchaos",
+    plural = "mapchaos",
+    shortname = "mc",
+    category = "chaos",
+    namespaced,
+    status = "MapChaosStatus",
+    derive = "PartialEq",
+    doc = "A concurrent-delete chaos experiment: storms the shared map in the selected pods' mapchaos sidecars and reports races, anomalies and latency.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Targets",
+        type_ = "integer",
+        description = "Pods stormed in the current run",
+        json_path = ".status.summary.targets"
+    ),
+    printcolumn(
+        name = "Exposures",
+        type_ = "integer",
+        description = "Truly concurrent operation pairs observed",
+        json_path = ".status.summary.totalExposures"
+    ),
+    printcolumn(
+        name = "Anomalies",
+        type_ = "integer",
+        description = "Anomalies the race checker proved",
+        json_path = ".status.summary.totalAnomalies"
+    ),
+    printcolumn(
+        name = "P99",
+        type_ = "string",
+        description = "Worst target's p99 storm latency",
+        json_path = ".status.summary.p99"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MapChaosSpec {
     /// Which pods to storm. Field names follow Chaos Mesh's selector.
@@ -23,6 +72,7 @@ pub struct MapChaosSpec {
     pub mode: SelectionMode,
     /// The number or percentage that `mode` needs, as a string (e.g. "50").
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+$"))]
     pub value: Option<String>,
     /// How long each storm runs, as a Go duration ("60s", "5m", "1h30m").
     #[serde(default = "default_duration")]
@@ -45,9 +95,12 @@ pub struct MapChaosSpec {
     /// Stop running storms and start no new ones until set back to false.
     #[serde(default)]
     pub paused: bool,
-    /// A fixed seed for target choice and workload; chosen at random (and
-    /// recorded in status) when absent.
+    /// A fixed seed for target choice and workload; when absent one is
+    /// derived from the resource's uid (so it differs between resources) and
+    /// recorded in status. At most 2^53-1, so it survives every JSON parser
+    /// unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = crate::resource::MAX_SEED))]
     pub seed: Option<u64>,
 }
 
@@ -84,6 +137,7 @@ pub struct LabelSelectorRequirement {
     /// The label key.
     pub key: String,
     /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    #[schemars(extend("enum" = ["In", "NotIn", "Exists", "DoesNotExist"]))]
     pub operator: String,
     /// The values for `In` and `NotIn`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -113,6 +167,7 @@ pub enum SelectionMode {
 pub struct StormSpec {
     /// Concurrent workers per target, each with its own connection (1–1024).
     #[serde(default = "default_workers")]
+    #[schemars(range(min = 1, max = crate::validate::MAX_WORKERS))]
     pub workers: u32,
     /// Target operations per second per target, spread over the workers; 0
     /// runs as fast as possible. With a rate, latency is measured from each
@@ -133,6 +188,7 @@ pub struct StormSpec {
     /// Operations each worker may have in flight at once on its connection
     /// (RESP pipelining); 1 waits for each reply before the next request.
     #[serde(default = "default_pipeline")]
+    #[schemars(range(min = 1, max = crate::validate::MAX_PIPELINE))]
     pub pipeline: u32,
 }
 
@@ -203,6 +259,7 @@ pub struct KeySpec {
     pub prefix: String,
     /// Number of synthetic keys (or, for `existing`, the most keys taken).
     #[serde(default = "default_key_count")]
+    #[schemars(range(min = 1))]
     pub count: u64,
     /// Glob of the existing keys to storm (Redis `SCAN MATCH` syntax).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,10 +277,12 @@ pub struct KeySpec {
     pub hotspot: Hotspot,
     /// Fraction of synthetic keys present when the storm starts (0–1).
     #[serde(default = "default_preload")]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub preload: f64,
     /// Size of the values SET writes, in bytes (at least 24, to hold the
     /// unique write id).
     #[serde(default = "default_value_size")]
+    #[schemars(range(min = crate::validate::MIN_VALUE_SIZE, max = crate::validate::MAX_VALUE_SIZE))]
     pub value_size: u32,
 }
 
@@ -293,9 +352,11 @@ pub enum KeyDistribution {
 pub struct Hotspot {
     /// Fraction of keys that are hot (0–1).
     #[serde(default = "default_hot_fraction")]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub fraction: f64,
     /// Fraction of operations that hit the hot keys (0–1).
     #[serde(default = "default_hot_share")]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub share: f64,
 }
 
@@ -332,7 +393,18 @@ pub struct CheckSpec {
     /// runs out is reported `unknown`, never `ok`.
     #[serde(default = "default_timeout_per_key")]
     pub timeout_per_key: GoDuration,
-    /// Also record the application's own operations on the stormed keys.
+    /// Also record the application's own RESP operations on the stormed keys
+    /// (needs `history`), each connection as its own client: `GET k`, `SET k
+    /// v` without options, `DEL k`/`UNLINK k` and `EXISTS k` of one key,
+    /// while the workers run. Keys it cannot judge are left out of the check
+    /// (counted in `keysExcluded`): keys the application writes while the
+    /// storm prepares them, writes with anything else (SET with options,
+    /// MSET, DEL of several keys, INCR, EXPIRE, PERSIST; FLUSHDB excludes
+    /// every key), the same bytes written twice to one key, bytes a storm
+    /// value or the key's original could also be, and (existing keys) reads
+    /// of bytes no recorded write produced. Read-only commands are not
+    /// recorded and exclude nothing. The application's latency is reported
+    /// (`clientLatency`) either way.
     #[serde(default)]
     pub include_clients: bool,
 }

@@ -149,7 +149,9 @@ pub struct StormReport {
     pub by_op: BTreeMap<String, OpStats>,
     /// Latency of every storm operation together.
     pub latency: LatencySummary,
-    /// Latency the application's own traffic saw during the storm, when measured.
+    /// Latency of the application's own commands while the storm's workers
+    /// ran (server-side time of every RESP command, whatever its keys), when
+    /// the storm ran inside the sidecar serving them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_latency: Option<LatencySummary>,
     /// The map before the storm (after preloading).
@@ -162,8 +164,10 @@ pub struct StormReport {
     /// Existing keys put back after the storm.
     #[serde(default)]
     pub restored_keys: u64,
-    /// Existing keys left out of the check because the application wrote
-    /// values the storm did not record (set `check.includeClients` to judge them).
+    /// Keys left out of the check because the application changed them in
+    /// ways the history does not hold: without `check.includeClients`,
+    /// existing keys where a read returned a value the storm did not write;
+    /// with it, the keys its doc comment lists.
     #[serde(default)]
     pub keys_excluded: u64,
     /// Pass: checked, raced, no anomaly. Fail: anomalies. Inconclusive:

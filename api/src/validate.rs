@@ -141,6 +141,14 @@ impl MapChaosSpec {
                 ),
             },
         }
+        if let Some(seed) = self.seed
+            && seed > crate::resource::MAX_SEED
+        {
+            fail(
+                "seed",
+                format!("{seed} is above 2^53-1, which JSON cannot carry exactly"),
+            );
+        }
         if let Some(schedule) = &self.schedule
             && schedule.split_whitespace().count() != 5
         {
@@ -398,6 +406,15 @@ mod tests {
             spec.validate_storm().unwrap_err().0[0].field,
             "spec.storm.workers"
         );
+    }
+
+    #[test]
+    fn a_seed_must_fit_a_json_number_exactly() {
+        let mut spec = valid();
+        spec.seed = Some(crate::resource::MAX_SEED);
+        assert_eq!(spec.validate(), Ok(()));
+        spec.seed = Some(crate::resource::MAX_SEED + 1);
+        assert_eq!(fields(&spec), ["spec.seed"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `mapchaos`: one binary for every role — the map-service sidecar, the local
-//! storm runner and the history checker (the operator joins them).
+//! storm runner, the history checker and the CRD generator (the operator
+//! joins them).
 
 mod check;
 mod exit;
@@ -30,6 +31,8 @@ enum Command {
     /// Run the map service: a concurrent in-memory map speaking the Redis
     /// protocol, with /metrics, /healthz and /readyz over HTTP.
     Sidecar(mapchaos_sidecar::SidecarArgs),
+    /// Print the MapChaos CustomResourceDefinition as YAML (what crds/ holds).
+    Crd,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args).report(),
         Command::Check(args) => check::run(args).report(),
+        Command::Crd => {
+            print!("{}", mapchaos_api::resource::crd_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Sidecar(args) => {
             if let Err(message) = args.validate() {
                 eprintln!("error: {message}");

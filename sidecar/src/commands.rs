@@ -10,8 +10,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use mapchaos_storm::app_traffic::AppOp;
+use mapchaos_storm::client::Response;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{Histogram, IntCounter};
+
+use crate::app_probe::{KeyAccess, StormTap};
 
 use crate::engine::{
     ExpireCondition, MapEngine, Millis, Pattern, SetCondition, SetExpiry, SetOptions, Ttl,
@@ -300,6 +304,11 @@ struct Call<'a> {
     out: &'a mut BytesMut,
     session: &'a mut Session,
     server: &'a Dispatcher,
+    /// Whether a storm records this command: the handlers of the modelled
+    /// commands (GET, plain SET, DEL/UNLINK and EXISTS of one key) then leave
+    /// their result in `reply`.
+    observed: bool,
+    reply: Option<Response>,
 }
 
 impl Call<'_> {
@@ -326,24 +335,49 @@ impl Dispatcher {
 
     /// Run one command and append its reply to `out`. `args` is never empty
     /// (the parser skips empty commands).
+    #[cfg(test)]
     pub(crate) fn execute(&self, session: &mut Session, args: &[Bytes], out: &mut BytesMut) {
+        self.execute_observed(session, None, args, out);
+    }
+
+    /// [`Dispatcher::execute`], with the running storm (if any) told what the
+    /// command did to its keys and how long it took.
+    pub(crate) fn execute_observed(
+        &self,
+        session: &mut Session,
+        mut storm: Option<&mut StormTap>,
+        args: &[Bytes],
+        out: &mut BytesMut,
+    ) {
         let started = Instant::now();
-        let (slot, result) = match resolve(args) {
+        let (slot, result, pending, reply) = match resolve(args) {
             Ok((slot, handler)) => {
+                let pending = storm
+                    .as_deref_mut()
+                    .and_then(|storm| storm.before(key_access(&TABLE[slot], args), started));
                 let mut call = Call {
                     args,
                     out: &mut *out,
                     session: &mut *session,
                     server: self,
+                    observed: pending.is_some(),
+                    reply: None,
                 };
-                (slot, handler(&mut call))
+                let result = handler(&mut call);
+                let reply = call.reply.take();
+                (slot, result, pending, reply)
             }
-            Err((slot, error)) => (slot, Err(error)),
+            Err((slot, error)) => (slot, Err(error), None, None),
         };
+        let elapsed = started.elapsed();
+        if let Some(storm) = storm {
+            let reply = reply.as_ref().filter(|_| result.is_ok());
+            storm.after(pending, reply, started, elapsed);
+        }
         if let Err(error) = &result {
             resp::write_error(out, error.text());
         }
-        self.record(session, slot, result.is_ok(), started.elapsed());
+        self.record(session, slot, result.is_ok(), elapsed);
     }
 
     fn record(&self, session: &mut Session, slot: usize, ok: bool, elapsed: Duration) {
@@ -375,6 +409,34 @@ impl Dispatcher {
         }
         self.stats
             .add_commands_processed(std::mem::take(&mut session.unflushed_commands));
+    }
+}
+
+/// What a command with valid arity does to the keys it names, for a storm's
+/// history: the modelled single-key forms, or which keys it writes otherwise.
+fn key_access<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> KeyAccess<'a> {
+    match (spec.name, args.len()) {
+        ("get", 2) => return KeyAccess::Modelled(AppOp::Get(&args[1])),
+        ("set", 3) => return KeyAccess::Modelled(AppOp::Set(&args[1], &args[2])),
+        ("del" | "unlink", 2) => return KeyAccess::Modelled(AppOp::Del(&args[1])),
+        ("exists", 2) => return KeyAccess::Modelled(AppOp::Exists(&args[1])),
+        _ => {}
+    }
+    if !spec.flags.contains(&"write") {
+        return KeyAccess::Untouched;
+    }
+    let (first, last, step) = spec.keys;
+    if (first, last, step) == NO_KEYS {
+        return KeyAccess::Everything;
+    }
+    let count = args.len() as i64;
+    let last = if last < 0 { count + last } else { last }.min(count - 1);
+    if first > last {
+        return KeyAccess::Untouched;
+    }
+    KeyAccess::Unmodelled {
+        keys: &args[first as usize..=last as usize],
+        step: step as usize,
     }
 }
 
@@ -486,6 +548,9 @@ fn now(call: &Call<'_>) -> i64 {
 fn get(call: &mut Call<'_>) -> Result<(), CommandError> {
     let value = call.engine().get(&call.args[1]);
     resp::write_optional_bulk(call.out, value.as_deref());
+    if call.observed {
+        call.reply = Some(Response::Value(value));
+    }
     Ok(())
 }
 
@@ -568,6 +633,9 @@ fn set(call: &mut Call<'_>) -> Result<(), CommandError> {
         resp::write_optional_bulk(call.out, outcome.previous.as_deref());
     } else if outcome.written {
         resp::write_simple(call.out, "OK");
+        if call.observed {
+            call.reply = Some(Response::Ok);
+        }
     } else {
         resp::write_null_bulk(call.out);
     }
@@ -598,11 +666,17 @@ fn mset(call: &mut Call<'_>) -> Result<(), CommandError> {
 
 fn del(call: &mut Call<'_>) -> Result<(), CommandError> {
     let removed = call.engine().del(&call.args[1..]);
+    if call.observed {
+        call.reply = Some(Response::Count(removed));
+    }
     integer(call.out, count(removed))
 }
 
 fn exists(call: &mut Call<'_>) -> Result<(), CommandError> {
     let found = call.engine().exists(&call.args[1..]);
+    if call.observed {
+        call.reply = Some(Response::Count(found));
+    }
     integer(call.out, count(found))
 }
 

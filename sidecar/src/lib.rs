@@ -2,6 +2,7 @@
 //! Redis protocol (RESP2) to the application and to storms, and serves
 //! health and Prometheus metrics over HTTP.
 
+pub mod app_probe;
 mod commands;
 pub mod config;
 pub mod control_api;

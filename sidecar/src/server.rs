@@ -1,7 +1,9 @@
 //! The RESP server: accepts connections up to a limit, runs every complete
 //! command a read brought in and writes all their replies at once (so
 //! pipelining costs one write per batch), closes connections on protocol
-//! errors and idle timeouts, and drains on shutdown.
+//! errors and idle timeouts, and drains on shutdown. While a storm runs, each
+//! batch of commands also feeds the storm's view of the application's traffic
+//! (see `app_probe`).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -19,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::app_probe::{AppProbe, ProbeHandle};
 use crate::commands::{Dispatcher, Session};
 use crate::engine::MapEngine;
 use crate::metrics::SidecarMetrics;
@@ -211,6 +214,42 @@ pub async fn serve_with_stats(
     stats: Arc<ServerStats>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    serve_probed(listener, engine, metrics, config, stats, None, shutdown).await
+}
+
+/// [`serve`], with every connection registered with `probe`, so the storms
+/// of `Storms::app_probe` see the application's traffic (its latency, and
+/// with `check.includeClients` its operations on the stormed keys).
+pub async fn serve_with_probe(
+    listener: TcpListener,
+    engine: Arc<dyn MapEngine>,
+    metrics: Arc<SidecarMetrics>,
+    config: ServerConfig,
+    probe: Arc<AppProbe>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let stats = Arc::new(ServerStats::new());
+    serve_probed(
+        listener,
+        engine,
+        metrics,
+        config,
+        stats,
+        Some(probe),
+        shutdown,
+    )
+    .await
+}
+
+async fn serve_probed(
+    listener: TcpListener,
+    engine: Arc<dyn MapEngine>,
+    metrics: Arc<SidecarMetrics>,
+    config: ServerConfig,
+    stats: Arc<ServerStats>,
+    probe: Option<Arc<AppProbe>>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let local = listener.local_addr()?;
     stats.port.store(local.port(), Ordering::Relaxed);
     let dispatcher = Arc::new(Dispatcher::new(
@@ -270,6 +309,7 @@ pub async fn serve_with_stats(
             dispatcher: dispatcher.clone(),
             limits: config.limits,
             protocol_errors: metrics.protocol_errors.clone(),
+            probe: probe.as_ref().map(AppProbe::connect),
         };
         connections.spawn(connection.run(config.idle_timeout, shutdown.clone(), registration));
     }
@@ -343,6 +383,16 @@ enum Next {
     Close(Ending),
 }
 
+/// Why a run of commands stopped before its replies are written.
+enum Ready {
+    /// The input holds no complete command.
+    Drained,
+    /// Replies are waiting past [`WRITE_AT`].
+    OutputFull,
+    Quit,
+    ProtocolError(ProtocolError),
+}
+
 struct Connection {
     stream: TcpStream,
     input: BytesMut,
@@ -352,6 +402,7 @@ struct Connection {
     dispatcher: Arc<Dispatcher>,
     limits: Limits,
     protocol_errors: IntCounter,
+    probe: Option<ProbeHandle>,
 }
 
 impl Connection {
@@ -428,27 +479,48 @@ impl Connection {
     /// Run every complete command in the input, then write the replies.
     async fn run_commands(&mut self) -> io::Result<Next> {
         loop {
-            match self.parser.next_command(&mut self.input, &self.limits) {
-                Ok(Some(args)) => {
-                    self.dispatcher
-                        .execute(&mut self.session, &args, &mut self.output);
-                    if self.session.quit {
-                        self.write().await?;
-                        return Ok(Next::Close(Ending::Quit));
-                    }
-                    if self.output.len() >= WRITE_AT {
-                        self.write().await?;
-                    }
-                }
-                Ok(None) => {
+            match self.run_ready() {
+                Ready::OutputFull => self.write().await?,
+                Ready::Drained => {
                     self.write().await?;
                     return Ok(Next::Read);
                 }
-                Err(error) => {
+                Ready::Quit => {
+                    self.write().await?;
+                    return Ok(Next::Close(Ending::Quit));
+                }
+                Ready::ProtocolError(error) => {
                     self.protocol_error(error);
                     self.write().await?;
                     return Ok(Next::Close(Ending::ProtocolError));
                 }
+            }
+        }
+    }
+
+    /// Run complete commands until the replies are due. Synchronous, and one
+    /// section of the probe: a storm attaching or detaching waits for it.
+    fn run_ready(&mut self) -> Ready {
+        let mut section = self.probe.as_ref().map(ProbeHandle::enter);
+        loop {
+            match self.parser.next_command(&mut self.input, &self.limits) {
+                Ok(Some(args)) => {
+                    let storm = section.as_mut().and_then(|s| s.storm());
+                    self.dispatcher.execute_observed(
+                        &mut self.session,
+                        storm,
+                        &args,
+                        &mut self.output,
+                    );
+                    if self.session.quit {
+                        return Ready::Quit;
+                    }
+                    if self.output.len() >= WRITE_AT {
+                        return Ready::OutputFull;
+                    }
+                }
+                Ok(None) => return Ready::Drained,
+                Err(error) => return Ready::ProtocolError(error),
             }
         }
     }

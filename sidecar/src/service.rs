@@ -83,11 +83,12 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
     });
     let housekeeping = tokio::spawn(housekeeping(engine.clone(), shutdown.clone()));
 
-    let resp_task = tokio::spawn(server::serve(
+    let resp_task = tokio::spawn(server::serve_with_probe(
         resp_listener,
         engine.clone(),
         metrics.clone(),
         args.server_config(),
+        storms.app_probe(),
         shutdown.clone(),
     ));
     http_state.ready.store(true, Ordering::Release);

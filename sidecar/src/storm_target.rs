@@ -1,29 +1,43 @@
 //! Storms against the sidecar's own engine, in-process: workers call the
 //! engine directly (no network), and their operations feed the sidecar's
 //! metrics with `source="storm"` (through [`WithMetrics`], which wraps any
-//! target, RESP ones included).
+//! target, RESP ones included). The application's own RESP traffic to the
+//! same engine reaches the storm through the target's [`AppProbe`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use mapchaos_api::storm::MemorySnapshot;
+use mapchaos_storm::app_traffic::AppTap;
 use mapchaos_storm::client::{ClientError, MapClient, Request, Response};
 use mapchaos_storm::runner::{OpObserver, StormTarget};
 use mapchaos_storm::workload::{StormOp, decode_value};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
+use crate::app_probe::AppProbe;
 use crate::engine::{MapEngine, Pattern, SetExpiry, SetOptions, Ttl};
 use crate::metrics::SidecarMetrics;
 
 /// A storm target that is this process's engine.
 pub struct EngineTarget {
     engine: Arc<dyn MapEngine>,
+    probe: Option<Arc<AppProbe>>,
 }
 
 impl EngineTarget {
     pub fn new(engine: Arc<dyn MapEngine>) -> Self {
-        EngineTarget { engine }
+        EngineTarget {
+            engine,
+            probe: None,
+        }
+    }
+
+    /// Storms on this target also watch the application's RESP traffic,
+    /// served with `probe` (see `server::serve_with_probe`).
+    pub fn with_app_probe(mut self, probe: Arc<AppProbe>) -> Self {
+        self.probe = Some(probe);
+        self
     }
 }
 
@@ -50,6 +64,10 @@ impl<T: StormTarget> StormTarget for WithMetrics<T> {
     fn observer(&self) -> Option<Box<dyn OpObserver>> {
         Some(Box::new(MetricsObserver::new(&self.metrics)))
     }
+
+    fn app_tap(&self) -> Option<&dyn AppTap> {
+        self.inner.app_tap()
+    }
 }
 
 impl StormTarget for EngineTarget {
@@ -71,6 +89,10 @@ impl StormTarget for EngineTarget {
 
     fn describe(&self) -> String {
         format!("in-process:{}", self.engine.name())
+    }
+
+    fn app_tap(&self) -> Option<&dyn AppTap> {
+        self.probe.as_deref().map(|probe| probe as &dyn AppTap)
     }
 }
 

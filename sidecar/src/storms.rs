@@ -1,7 +1,9 @@
 //! The storms this sidecar runs: one at a time, each on its own threads,
 //! stopped by its duration, an abort condition, a DELETE, or its lease
 //! running out (the dead-man's switch that keeps chaos from outliving its
-//! controller). Finished storms are kept for their report and history.
+//! controller). Finished storms are kept for their report and history. A
+//! storm also sees the application's RESP traffic through the sidecar's one
+//! [`AppProbe`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use mapchaos_storm::runner::{self, StormControl, StormPlan};
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
+use crate::app_probe::AppProbe;
 use crate::engine::MapEngine;
 use crate::metrics::SidecarMetrics;
 use crate::storm_target::{EngineTarget, WithMetrics};
@@ -53,6 +56,10 @@ impl Storm {
         let live = self.control.live();
         let outcome = self.outcome.lock();
         let (phase, message, report) = match outcome.as_ref() {
+            // The runner marks its last phase just before it returns the
+            // outcome; until the outcome is stored here, a final phase would
+            // be a final status without its report, so say it is checking.
+            None if live.phase.is_final() => (StormPhase::Checking, String::new(), None),
             None => (live.phase, String::new(), None),
             Some(Err(message)) => (StormPhase::Failed, message.clone(), None),
             Some(Ok((report, _))) => {
@@ -105,6 +112,7 @@ pub enum PutOutcome {
 pub struct Storms {
     engine: Arc<dyn MapEngine>,
     metrics: Arc<SidecarMetrics>,
+    probe: Arc<AppProbe>,
     running: Mutex<Option<Arc<Storm>>>,
     finished: Mutex<VecDeque<Arc<Storm>>>,
 }
@@ -114,9 +122,17 @@ impl Storms {
         Arc::new(Storms {
             engine,
             metrics,
+            probe: AppProbe::new(),
             running: Mutex::new(None),
             finished: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// Where the RESP server registers the application's connections, so
+    /// the running storm measures (and, with `check.includeClients`,
+    /// records) their traffic.
+    pub fn app_probe(&self) -> Arc<AppProbe> {
+        self.probe.clone()
     }
 
     fn find(&self, id: &str) -> Option<Arc<Storm>> {
@@ -177,7 +193,7 @@ impl Storms {
             check_threads: 0,
         };
         let target = WithMetrics {
-            inner: EngineTarget::new(self.engine.clone()),
+            inner: EngineTarget::new(self.engine.clone()).with_app_probe(self.probe.clone()),
             metrics: self.metrics.clone(),
         };
         let outcome = runner::run(&plan, &target, &storm.control)

@@ -1,6 +1,7 @@
 //! The mapchaos judge: the history a storm records and the race checker that
 //! decides whether a correct map could have produced it (see CHECKER.md).
 
+pub mod app_traffic;
 pub mod checker;
 pub mod client;
 pub mod error;

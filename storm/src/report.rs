@@ -62,8 +62,8 @@ pub fn render(report: &StormReport) -> String {
     if report.keys_excluded > 0 {
         let _ = writeln!(
             out,
-            "  excluded {} keys from the check: the application wrote values the storm did not \
-             record (set check.includeClients to judge them)",
+            "  excluded {} keys from the check: the application changed them in ways the history \
+             does not hold (see check.includeClients)",
             report.keys_excluded
         );
     }

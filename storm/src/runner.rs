@@ -18,6 +18,7 @@ use mapchaos_api::validate::parse_fraction;
 use mapchaos_api::{CheckReport, Verdict};
 use rand::RngExt;
 
+use crate::app_traffic::{AppFinish, AppTap, AppTraffic};
 use crate::client::{ClientError, MapClient, Request, Response};
 use crate::history::{Event, History, KeyId, Op, RecordBudget, Recorder, ValueId};
 use crate::workload::{
@@ -53,6 +54,11 @@ pub trait StormTarget: Sync {
     fn describe(&self) -> String;
     /// A per-worker sink for live metrics, if the caller wants them.
     fn observer(&self) -> Option<Box<dyn OpObserver>> {
+        None
+    }
+    /// Where the application's own traffic to this map can be watched
+    /// (the sidecar's RESP server), if anywhere.
+    fn app_tap(&self) -> Option<&dyn AppTap> {
         None
     }
 }
@@ -176,16 +182,16 @@ pub struct StormOutcome {
 }
 
 /// The keys a storm owns and what they held before it.
-struct Keyspace {
-    keys: Vec<Vec<u8>>,
-    index: HashMap<Vec<u8>, KeyId>,
+pub(crate) struct Keyspace {
+    pub(crate) keys: Vec<Vec<u8>>,
+    pub(crate) index: HashMap<Vec<u8>, KeyId>,
     scan_pattern: Vec<u8>,
     /// For existing keys: the value and remaining TTL (ms) each had.
-    originals: Vec<Option<(Bytes, Option<u64>)>>,
+    pub(crate) originals: Vec<Option<(Bytes, Option<u64>)>>,
 }
 
 impl Keyspace {
-    fn new(keys: Vec<Vec<u8>>, scan_pattern: Vec<u8>) -> Self {
+    pub(crate) fn new(keys: Vec<Vec<u8>>, scan_pattern: Vec<u8>) -> Self {
         let index = keys
             .iter()
             .enumerate()
@@ -199,8 +205,8 @@ impl Keyspace {
         }
     }
 
-    /// What a read of `key` returned, as a write id.
-    fn value_id(&self, key: KeyId, value: &[u8]) -> Option<ValueId> {
+    /// What a read of `key` returned, as a write id of the storm.
+    pub(crate) fn value_id(&self, key: KeyId, value: &[u8]) -> Option<ValueId> {
         if let Some(id) = decode_value(value) {
             return Some(ValueId(id));
         }
@@ -209,6 +215,51 @@ impl Keyspace {
                 Some(ValueId::new(PREPARER, key))
             }
             _ => None,
+        }
+    }
+}
+
+/// A Redis glob matching every key `spec` may storm.
+fn key_pattern(spec: &mapchaos_api::spec::KeySpec) -> Vec<u8> {
+    match spec.source {
+        KeySource::Synthetic => {
+            let mut pattern = glob_literal(&spec.prefix);
+            pattern.push(b'*');
+            pattern
+        }
+        KeySource::Existing => spec.pattern.clone().unwrap_or_default().into_bytes(),
+    }
+}
+
+/// A storm's [`AppTraffic`] while it is attached to the target's tap; detached
+/// when finished or dropped (a storm that fails early).
+struct AppAttachment<'a> {
+    tap: &'a dyn AppTap,
+    traffic: Arc<AppTraffic>,
+    attached: bool,
+}
+
+impl<'a> AppAttachment<'a> {
+    fn attach(tap: &'a dyn AppTap, traffic: Arc<AppTraffic>) -> Self {
+        tap.attach(traffic.clone());
+        AppAttachment {
+            tap,
+            traffic,
+            attached: true,
+        }
+    }
+
+    fn finish(mut self) -> AppFinish {
+        self.tap.detach();
+        self.attached = false;
+        self.traffic.finish()
+    }
+}
+
+impl Drop for AppAttachment<'_> {
+    fn drop(&mut self) {
+        if self.attached {
+            self.tap.detach();
         }
     }
 }
@@ -243,9 +294,24 @@ pub fn run(
     let now_ns = move || clock.elapsed().as_nanos() as u64;
 
     let budget = RecordBudget::new(usize::try_from(plan.check.max_ops).unwrap_or(usize::MAX));
+    // Attached before preparing, so the application's writes during
+    // preparation are seen (and their keys excluded).
+    let app = target.app_tap().map(|tap| {
+        let traffic = AppTraffic::new(
+            clock,
+            plan.check.history && plan.check.include_clients,
+            plan.storm.keys.source,
+            key_pattern(&plan.storm.keys),
+            budget.clone(),
+        );
+        AppAttachment::attach(tap, traffic)
+    });
     let mut preparer_log = Recorder::new(PREPARER, budget.clone());
     let mut client = target.connect()?;
-    let keyspace = prepare(plan, client.as_mut(), &mut preparer_log, &now_ns)?;
+    let keyspace = Arc::new(prepare(plan, client.as_mut(), &mut preparer_log, &now_ns)?);
+    if let Some(app) = &app {
+        app.traffic.start_running(keyspace.clone());
+    }
     let memory_before = target.memory();
     let key_chooser = KeyChooser::new(&plan.storm.keys, keyspace.keys.len() as u64);
 
@@ -262,6 +328,7 @@ pub fn run(
     let shared = WorkerShared {
         plan,
         keyspace: &keyspace,
+        app: app.as_ref().map(|a| &*a.traffic),
         ops: &ops_chooser,
         keys: &key_chooser,
         control,
@@ -295,6 +362,7 @@ pub fn run(
     });
     let elapsed = start.elapsed();
     let stop_reason = control.take_reason().unwrap_or(StopReason::DurationElapsed);
+    let app = app.map(AppAttachment::finish);
 
     let mut merged = WorkerResult::empty(PREPARER, budget.clone());
     let mut recorders = vec![preparer_log];
@@ -319,10 +387,18 @@ pub fn run(
     }
     let memory_after = target.memory();
 
+    let mut excluded = std::mem::take(&mut merged.foreign_keys);
+    let mut client_latency = None;
+    if let Some(app) = app {
+        recorders.extend(app.recorders);
+        excluded.extend(app.excluded);
+        client_latency = Some(summary(&app.latency));
+    }
+
     control.set_phase(StormPhase::Checking);
     let (history, check_report) = if plan.check.history {
         let history = History::from_recorders(keyspace.keys.clone(), start_ns, &budget, recorders)?;
-        let history = without_keys(history, &merged.foreign_keys)?;
+        let history = without_keys(history, &excluded)?;
         let options = CheckOptions {
             per_key_budget: plan.check.timeout_per_key.0,
             threads: plan.check_threads,
@@ -350,7 +426,8 @@ pub fn run(
         memory_after,
         check_report,
         restored,
-        merged.foreign_keys.len() as u64,
+        excluded.len() as u64,
+        client_latency,
     );
     control.set_phase(if stop_reason == StopReason::DurationElapsed {
         StormPhase::Completed
@@ -361,7 +438,7 @@ pub fn run(
 }
 
 /// Drop the events of keys whose history is incomplete (the application
-/// wrote values the storm did not record), so they cannot be misjudged.
+/// wrote them in ways the storm did not record), so they cannot be misjudged.
 fn without_keys(history: History, excluded: &HashSet<KeyId>) -> Result<History, crate::Error> {
     if excluded.is_empty() {
         return Ok(history);
@@ -406,9 +483,7 @@ fn prepare(
             let keys: Vec<Vec<u8>> = (0..spec.count)
                 .map(|i| synthetic_key(&spec.prefix, i))
                 .collect();
-            let mut pattern = glob_literal(&spec.prefix);
-            pattern.push(b'*');
-            let keyspace = Keyspace::new(keys, pattern);
+            let keyspace = Keyspace::new(keys, key_pattern(spec));
             // Start from a clean slate: keys left by an earlier storm would
             // hold values this history never wrote.
             let mut rng = worker_rng(plan.seed, PREPARER);
@@ -555,6 +630,8 @@ fn prepare(
 struct WorkerShared<'a> {
     plan: &'a StormPlan,
     keyspace: &'a Keyspace,
+    /// The application's traffic, whose writes storm reads may see.
+    app: Option<&'a AppTraffic>,
     ops: &'a OpChooser,
     keys: &'a KeyChooser,
     control: &'a StormControl,
@@ -563,6 +640,16 @@ struct WorkerShared<'a> {
     deadline: Instant,
     start: Instant,
     clock: &'a (dyn Fn() -> u64 + Sync),
+}
+
+impl WorkerShared<'_> {
+    /// What a storm read of `key` returned, as a write id: the storm's own
+    /// writes first, then the application's recorded ones.
+    fn value_id(&self, key: KeyId, value: &[u8]) -> Option<ValueId> {
+        self.keyspace
+            .value_id(key, value)
+            .or_else(|| self.app.and_then(|app| app.app_value(key, value)))
+    }
 }
 
 /// One worker's totals.
@@ -597,7 +684,7 @@ impl WorkerResult {
     }
 }
 
-fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("static histogram bounds are valid")
 }
 
@@ -706,7 +793,7 @@ fn run_worker(
                 let op = match (slot.op, response) {
                     (StormOp::Get, Ok(Response::Value(value))) => {
                         let read = value.map(|v| {
-                            shared.keyspace.value_id(slot.key, &v).unwrap_or_else(|| {
+                            shared.value_id(slot.key, &v).unwrap_or_else(|| {
                                 if plan.storm.keys.source == KeySource::Existing {
                                     result.foreign_keys.insert(slot.key);
                                 }
@@ -979,6 +1066,7 @@ fn build_report(
     check: Option<CheckReport>,
     restored_keys: u64,
     keys_excluded: u64,
+    client_latency: Option<LatencySummary>,
 ) -> StormReport {
     let mut all = latency_histogram();
     let mut by_op = BTreeMap::new();
@@ -1010,7 +1098,7 @@ fn build_report(
         ops_per_second: totals.ops as f64 / elapsed.as_secs_f64().max(1e-9),
         by_op,
         latency: summary(&all),
-        client_latency: None,
+        client_latency,
         memory_before,
         memory_after,
         check,
