@@ -119,10 +119,8 @@ impl MapClient for EngineClient {
                     );
                     Response::Ok
                 }
-                Request::Del(key) => Response::Count(engine.del(&[Bytes::copy_from_slice(key)])),
-                Request::Exists(key) => {
-                    Response::Count(engine.exists(&[Bytes::copy_from_slice(key)]))
-                }
+                Request::Del(key) => Response::Count(u64::from(engine.del_one(key))),
+                Request::Exists(key) => Response::Count(u64::from(engine.exists_one(key))),
                 Request::Pttl(key) => Response::Ttl(match engine.ttl(key) {
                     Ttl::Missing => -2,
                     Ttl::Persistent => -1,

@@ -334,8 +334,8 @@ pub fn run(
         control,
         budget: &budget,
         windows: &window_slots,
-        deadline,
         start,
+        epoch: clock,
         clock: &now_ns,
     };
     let results: Vec<Result<WorkerResult, ClientError>> = std::thread::scope(|scope| {
@@ -637,8 +637,9 @@ struct WorkerShared<'a> {
     control: &'a StormControl,
     budget: &'a Arc<RecordBudget>,
     windows: &'a [Mutex<Histogram<u64>>],
-    deadline: Instant,
     start: Instant,
+    /// The origin of every history timestamp (the runner's clock).
+    epoch: Instant,
     clock: &'a (dyn Fn() -> u64 + Sync),
 }
 
@@ -695,6 +696,17 @@ struct Slot {
     value: Option<ValueId>,
 }
 
+/// The request for one slot of a round.
+fn request<'a>(keys: &'a [Vec<u8>], slot: &Slot, value: &'a [u8]) -> Request<'a> {
+    let key = keys[slot.key as usize].as_slice();
+    match slot.op {
+        StormOp::Get => Request::Get(key),
+        StormOp::Set => Request::Set(key, value),
+        StormOp::Del => Request::Del(key),
+        StormOp::Exists | StormOp::Scan => Request::Exists(key),
+    }
+}
+
 fn run_worker(
     shared: &WorkerShared<'_>,
     target: &dyn StormTarget,
@@ -720,25 +732,28 @@ fn run_worker(
     let mut values: Vec<Vec<u8>> = (0..pipeline).map(|_| Vec::new()).collect();
     let mut responses = Vec::with_capacity(pipeline);
     let mut total_errors = 0u64;
-    let now = shared.clock;
+    let nanos_since_epoch = |at: Instant| at.duration_since(shared.epoch).as_nanos() as u64;
 
-    while !shared.control.is_stopping() && Instant::now() < shared.deadline {
-        if interval.is_some() {
-            let now = Instant::now();
-            if intended > now {
-                std::thread::sleep(intended - now);
-            }
+    // The watcher stops the storm at its deadline, so the loop reads the
+    // clock only twice per round: when the round starts and when it ends.
+    while !shared.control.is_stopping() {
+        let mut started = Instant::now();
+        if interval.is_some() && intended > started {
+            std::thread::sleep(intended - started);
+            started = Instant::now();
         }
         let scheduled = if interval.is_some() {
             intended
         } else {
-            Instant::now()
+            started
         };
+        let round_end;
 
         slots.clear();
         let first = shared.ops.choose(&mut rng);
         if first == StormOp::Scan {
             let (ok, latency) = scan_once(shared, client.as_mut(), &mut result, scheduled);
+            round_end = Instant::now();
             account(
                 &mut result,
                 &mut window,
@@ -770,24 +785,23 @@ fn run_worker(
                 slots.push(Slot { op, key, value });
             }
             let keys = &shared.keyspace.keys;
-            let requests: Vec<Request<'_>> = slots
-                .iter()
-                .zip(&values)
-                .map(|(slot, value)| {
-                    let key = keys[slot.key as usize].as_slice();
-                    match slot.op {
-                        StormOp::Get => Request::Get(key),
-                        StormOp::Set => Request::Set(key, value),
-                        StormOp::Del => Request::Del(key),
-                        StormOp::Exists | StormOp::Scan => Request::Exists(key),
-                    }
-                })
-                .collect();
             responses.clear();
-            let call = now();
-            client.execute(&requests, &mut responses);
-            let ret = now();
-            let latency = scheduled.elapsed();
+            let call = nanos_since_epoch(started);
+            if let [slot] = slots.as_slice() {
+                // Unpipelined, the common case: no request list to allocate.
+                client.execute(&[request(keys, slot, &values[0])], &mut responses);
+            } else {
+                let requests: Vec<Request<'_>> = slots
+                    .iter()
+                    .zip(&values)
+                    .map(|(slot, value)| request(keys, slot, value))
+                    .collect();
+                client.execute(&requests, &mut responses);
+            }
+            let finished = Instant::now();
+            let ret = nanos_since_epoch(finished);
+            let latency = finished.duration_since(scheduled);
+            round_end = finished;
             for (slot, response) in slots.iter().zip(responses.drain(..)) {
                 let ok = response.is_ok();
                 let op = match (slot.op, response) {
@@ -870,9 +884,9 @@ fn run_worker(
                 .fetch_add(total_errors - published.1, Ordering::Relaxed);
             published = (result.ops, total_errors);
         }
-        if last_window_flush.elapsed() >= Duration::from_millis(100) {
+        if round_end.duration_since(last_window_flush) >= Duration::from_millis(100) {
             flush_window(&shared.windows[(worker - 1) as usize], &mut window);
-            last_window_flush = Instant::now();
+            last_window_flush = round_end;
         }
     }
     shared

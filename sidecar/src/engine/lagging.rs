@@ -122,6 +122,14 @@ impl MapEngine for LaggingEngine {
         self.inner.del(keys)
     }
 
+    fn del_one(&self, key: &[u8]) -> bool {
+        self.inner.del_one(key)
+    }
+
+    fn exists_one(&self, key: &[u8]) -> bool {
+        self.read().values.contains_key(key)
+    }
+
     fn exists(&self, keys: &[Bytes]) -> u64 {
         let snapshot = self.read();
         keys.iter()

@@ -135,6 +135,14 @@ pub trait MapEngine: Send + Sync + 'static {
     fn del(&self, keys: &[Bytes]) -> u64;
     /// `EXISTS`: how many of the keys exist (a key named twice counts twice).
     fn exists(&self, keys: &[Bytes]) -> u64;
+    /// `DEL` of one key, without building a key list: whether it existed.
+    fn del_one(&self, key: &[u8]) -> bool {
+        self.del(&[Bytes::copy_from_slice(key)]) == 1
+    }
+    /// `EXISTS` of one key, without building a key list.
+    fn exists_one(&self, key: &[u8]) -> bool {
+        self.exists(&[Bytes::copy_from_slice(key)]) == 1
+    }
     /// `INCRBY` (and `INCR`/`DECR`/`DECRBY`): the new value. An absent key counts as 0.
     /// The key's TTL is kept.
     fn incr_by(&self, key: &[u8], delta: i64) -> Result<i64, IncrError>;

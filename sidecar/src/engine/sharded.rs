@@ -689,16 +689,28 @@ impl MapEngine for ShardedEngine {
         }
     }
 
+    fn del_one(&self, key: &[u8]) -> bool {
+        let slot = self.locate(key);
+        let mut shard = self.shards[slot.shard].write();
+        let now = self.clock.now();
+        shard.reap(slot.h, key, now);
+        shard.remove(slot.h, key).is_some()
+    }
+
+    fn exists_one(&self, key: &[u8]) -> bool {
+        let slot = self.locate(key);
+        let shard = self.shards[slot.shard].read();
+        let now = self.clock.now();
+        shard.live(slot.h, key, now).is_some()
+    }
+
     fn del(&self, keys: &[Bytes]) -> u64 {
         let remove = |shard: &mut Shard, slot: Slot, key: &[u8], now: Millis| {
             shard.reap(slot.h, key, now);
             u64::from(shard.remove(slot.h, key).is_some())
         };
         if let [key] = keys {
-            let slot = self.locate(key);
-            let mut shard = self.shards[slot.shard].write();
-            let now = self.clock.now();
-            return remove(&mut shard, slot, key, now);
+            return u64::from(self.del_one(key));
         }
         let slots = self.slots(keys.iter());
         let mut locked = self.write_locked(Self::involved(&slots));
@@ -711,10 +723,7 @@ impl MapEngine for ShardedEngine {
 
     fn exists(&self, keys: &[Bytes]) -> u64 {
         if let [key] = keys {
-            let slot = self.locate(key);
-            let shard = self.shards[slot.shard].read();
-            let now = self.clock.now();
-            return u64::from(shard.live(slot.h, key, now).is_some());
+            return u64::from(self.exists_one(key));
         }
         let slots = self.slots(keys.iter());
         let locked = self.read_locked(Self::involved(&slots));
