@@ -1,11 +1,11 @@
 //! `mapchaos`: one binary for every role — the map-service sidecar, the local
-//! storm runner, the history checker and the CRD generator (the operator
-//! joins them).
+//! storm runner, the history checker, the CRD generator and the operator.
 
 mod check;
 mod exit;
 mod manifest;
 mod metrics_server;
+mod operator;
 mod run;
 mod telemetry;
 
@@ -31,6 +31,9 @@ enum Command {
     /// Run the map service: a concurrent in-memory map speaking the Redis
     /// protocol, with /metrics, /healthz and /readyz over HTTP.
     Sidecar(mapchaos_sidecar::SidecarArgs),
+    /// Run the operator: reconcile MapChaos resources into signed storms on
+    /// their target pods, with /metrics, /healthz and /readyz over HTTP.
+    Operator(operator::OperatorArgs),
     /// Print the MapChaos CustomResourceDefinition as YAML (what crds/ holds).
     Crd,
 }
@@ -54,6 +57,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             run_service(|shutdown| mapchaos_sidecar::run(args, shutdown))
+        }
+        Command::Operator(args) => {
+            if let Err(error) = telemetry::init(args.log_format, &args.log) {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(2);
+            }
+            run_service(|shutdown| operator::run(args, shutdown))
         }
     }
 }

@@ -11,7 +11,7 @@ pub enum Error {
 
     #[error(
         "cannot read the storm signing key {path}: {source} (mount the Secret holding the \
-         operator's Ed25519 private key there, or point --signing-key at it)"
+         operator's Ed25519 private key there, or point --signing-key-file at it)"
     )]
     SigningKeyRead {
         path: PathBuf,
@@ -52,6 +52,21 @@ pub enum Error {
         url: String,
         reason: String,
     },
+
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("cannot connect to the Kubernetes API server: {0}")]
+    KubeConfig(String),
+
+    #[error("cannot serve metrics and health on {addr} (--metrics-addr): {source}")]
+    MetricsServe {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+
+    #[error("leader election on Lease {lease}: {reason}")]
+    LeaderElection { lease: String, reason: String },
 }
 
 impl Error {
@@ -63,6 +78,10 @@ impl Error {
             Error::StormTransport { .. } | Error::StormTimeout { .. } => "storm_unreachable",
             Error::StormRefused { .. } => "storm_refused",
             Error::StormDecode { .. } => "storm_decode",
+            Error::Kube(kube::Error::Api(status)) if status.is_conflict() => "conflict",
+            Error::Kube(_) | Error::KubeConfig(_) => "kube_api",
+            Error::MetricsServe { .. } => "metrics_serve",
+            Error::LeaderElection { .. } => "leader_election",
         }
     }
 }

