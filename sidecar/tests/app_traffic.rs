@@ -4,11 +4,14 @@
 //! making the correct engine look wrong, while the lagging engine's stale
 //! answers to the application are caught.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::assert_clean;
 use mapchaos_api::Verdict;
 use mapchaos_api::spec::{AbortSpec, CheckSpec, KeyDistribution, OpMix, StormSpec};
 use mapchaos_api::storm::StormPhase;
@@ -169,18 +172,6 @@ fn app_events(outcome: &StormOutcome) -> Vec<&Event> {
 
 fn is_app_value(op: &Op) -> bool {
     matches!(op, Op::Get { read: Some(v), .. } if (v.0 >> 32) as u32 >= APP_CLIENT_BASE)
-}
-
-fn assert_clean(outcome: &StormOutcome, what: &str) {
-    let check = outcome.report.check.as_ref().expect("history was checked");
-    assert_eq!(
-        check.total_anomalies(),
-        0,
-        "{what}: a correct map was reported anomalous:\n{}",
-        mapchaos_storm::report::render(&outcome.report)
-    );
-    assert_ne!(outcome.report.verdict, Verdict::Fail, "{what}");
-    assert_eq!(outcome.report.errors, 0, "{what}: storm operations failed");
 }
 
 /// GET, SET (of bytes unique to this connection), DEL and EXISTS on the

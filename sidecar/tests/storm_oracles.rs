@@ -2,11 +2,14 @@
 //! real `redis-server` must never show an anomaly; storms against the
 //! deliberately broken lagging engine must be caught whenever they raced.
 
+mod common;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::assert_clean;
 use mapchaos_api::spec::{AbortSpec, CheckSpec, KeyDistribution, OpMix, StormSpec};
 use mapchaos_api::{AnomalyKind, Verdict};
 use mapchaos_sidecar::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
@@ -50,18 +53,6 @@ fn total_exposures(outcome: &StormOutcome) -> u64 {
         .check
         .as_ref()
         .map_or(0, |c| c.total_exposures())
-}
-
-fn assert_clean(outcome: &StormOutcome, what: &str) {
-    let check = outcome.report.check.as_ref().expect("history was checked");
-    assert_eq!(
-        check.total_anomalies(),
-        0,
-        "{what}: a correct map was reported anomalous:\n{}",
-        mapchaos_storm::report::render(&outcome.report)
-    );
-    assert_ne!(outcome.report.verdict, Verdict::Fail, "{what}");
-    assert_eq!(outcome.report.errors, 0, "{what}: operations failed");
 }
 
 proptest! {
