@@ -26,12 +26,10 @@ fn storm_file(dir: &Path) -> PathBuf {
     let path = dir.join("storm.yaml");
     std::fs::write(
         &path,
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: unrelated}}\n---\n\
-             apiVersion: mapchaos.io/v1alpha1\nkind: MapChaos\nmetadata: {{name: hot}}\n\
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: unrelated}\n---\n\
+             apiVersion: mapchaos.io/v1alpha1\nkind: MapChaos\nmetadata: {name: hot}\n\
              spec:\n  duration: 1s\n  storm:\n    workers: 8\n    \
-             mix: {{del: 40, get: 40, set: 20}}\n    keys: {{count: 16, prefix: \"cli:\"}}\n"
-        ),
+             mix: {del: 40, get: 40, set: 20}\n    keys: {count: 16, prefix: \"cli:\"}\n",
     )
     .unwrap();
     path
