@@ -166,7 +166,9 @@ CASES=(
     "monitoring|--api-versions monitoring.coreos.com/v1 --set monitoring.serviceMonitor.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true --set dashboards.enabled=true"
     "monitoring-no-api|--set monitoring.serviceMonitor.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true"
     "replicas2|--set replicaCount=2"
-    "install|--set signingKey.generate=false --set signingKey.existingSecret=mapchaos-signing-key"
+    "cert-manager|--set webhook.certificates.mode=cert-manager"
+    "webhook-off|--set webhook.enabled=false"
+    "install|--set signingKey.generate=false --set signingKey.existingSecret=mapchaos-signing-key --set webhook.certificates.mode=secret --set webhook.certificates.existingSecret=mapchaos-webhook-tls"
 )
 for c in "${CASES[@]}"; do
     name=${c%%|*}
@@ -198,7 +200,20 @@ INSTALL_HEADER="# mapchaos $app_version: the CRD, operator, RBAC and metrics Ser
 #   kubectl create namespace $INSTALL_NAMESPACE
 #   openssl genpkey -algorithm ed25519 -out signing-key.pem
 #   kubectl -n $INSTALL_NAMESPACE create secret generic mapchaos-signing-key --from-file=signing-key.pem
+#
+# and the sidecar-injection webhook's certificate (for mapchaos-webhook.$INSTALL_NAMESPACE.svc),
+# signed by a CA of yours:
+#   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=mapchaos-webhook-ca -keyout ca.key -out ca.crt
+#   openssl req -newkey rsa:2048 -nodes -subj /CN=mapchaos-webhook.$INSTALL_NAMESPACE.svc -keyout tls.key -out tls.csr
+#   printf 'subjectAltName=DNS:mapchaos-webhook.$INSTALL_NAMESPACE.svc\\n' >san.ext
+#   openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile san.ext -out tls.crt
+#   kubectl -n $INSTALL_NAMESPACE create secret tls mapchaos-webhook-tls --cert=tls.crt --key=tls.key
 #   kubectl apply --server-side -f manifests/install.yaml
+#
+# then give the API server that CA (until then injection is skipped: failurePolicy Ignore):
+#   CA=\$(base64 -w0 ca.crt)
+#   for i in 0 1; do kubectl patch mutatingwebhookconfiguration mapchaos-sidecar-injector --type=json \\
+#     -p '[{\"op\":\"add\",\"path\":\"/webhooks/'\$i'/clientConfig/caBundle\",\"value\":\"'\$CA'\"}]'; done
 ---
 apiVersion: v1
 kind: Namespace
@@ -502,8 +517,104 @@ cases = {
     "monitoring": dict(replicas=1, namespaces=[], monitoring=True, dashboards=True, key="generate"),
     "monitoring-no-api": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate"),
     "replicas2": dict(replicas=2, namespaces=[], monitoring=False, dashboards=False, key="generate"),
-    "install": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="existing"),
+    "cert-manager": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate", webhook="cert-manager"),
+    "webhook-off": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate", webhook="off"),
+    "install": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="existing", webhook="secret"),
 }
+CERT_MANAGER_KINDS = {"Certificate", "Issuer"}
+INSTALL_NS = "mapchaos-system"
+
+def check_webhook(where, docs, mode):
+    """The sidecar-injection webhook: registered with failurePolicy Ignore, the two
+    selectors and a CA (or cert-manager's injection), served by the operator."""
+    mwcs = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    if any(d["kind"] == "ValidatingWebhookConfiguration" for d in docs):
+        err(f"{where}: renders a ValidatingWebhookConfiguration; there is no validating webhook")
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    args = c.get("args", [])
+    if mode == "off":
+        if mwcs or any(a.startswith("--webhook-") for a in args):
+            err(f"{where}: webhook.enabled=false must render no webhook configuration and no --webhook-* flags")
+        return
+    if len(mwcs) != 1:
+        err(f"{where}: expected one MutatingWebhookConfiguration, got {len(mwcs)}")
+        return
+    mwc = mwcs[0]
+    svcs = [d for d in docs if d["kind"] == "Service" and any(p.get("name") == "webhook" and p["port"] == 443 and p["targetPort"] == "webhook" for p in d["spec"]["ports"])]
+    if len(svcs) != 1:
+        err(f"{where}: expected one Service with port webhook 443 -> webhook")
+        return
+    svc = svcs[0]["metadata"]
+    if not any(p.get("name") == "webhook" and p["containerPort"] == 8443 for p in c.get("ports", [])):
+        err(f"{where}: the operator has no container port webhook 8443")
+    for flag in ("--webhook-addr=0.0.0.0:8443", "--webhook-cert-file=", "--webhook-key-file=", "--sidecar-image=", "--sidecar-resources="):
+        if not any(a.startswith(flag) for a in args):
+            err(f"{where}: no {flag} in the operator's args")
+    res = next((a.split("=", 1)[1] for a in args if a.startswith("--sidecar-resources=")), "{}")
+    if not json.loads(res).get("limits", {}).get("memory"):
+        err(f"{where}: --sidecar-resources {res} has no memory limit")
+    hooks = {h["name"]: h for h in mwc["webhooks"]}
+    if set(hooks) != {"pods.inject.mapchaos.io", "namespaces.inject.mapchaos.io"}:
+        err(f"{where}: webhooks {sorted(hooks)}")
+        return
+    ca_bundles = set()
+    for name, h in hooks.items():
+        hw = f"{where}: webhook {name}"
+        if h.get("failurePolicy") != "Ignore":
+            err(f"{hw}: failurePolicy {h.get('failurePolicy')}, expected Ignore by default")
+        if h.get("sideEffects") != "None" or h.get("admissionReviewVersions") != ["v1"] or h.get("timeoutSeconds") != 5:
+            err(f"{hw}: expected sideEffects None, admissionReviewVersions [v1], timeoutSeconds 5")
+        if h.get("rules") != [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}]:
+            err(f"{hw}: must match pod CREATE only: {h.get('rules')}")
+        ref = h["clientConfig"].get("service", {})
+        if (ref.get("name"), ref.get("namespace"), ref.get("path"), ref.get("port")) != (svc["name"], svc["namespace"], "/mutate", 443):
+            err(f"{hw}: clientConfig.service {ref} is not {svc['name']}.{svc['namespace']}:443/mutate")
+        ca_bundles.add(h["clientConfig"].get("caBundle"))
+        own_ns = {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [INSTALL_NS]}
+        if own_ns not in h.get("namespaceSelector", {}).get("matchExpressions", []):
+            err(f"{hw}: must not inject into the operator's own namespace")
+    if hooks["pods.inject.mapchaos.io"].get("objectSelector") != {"matchLabels": {"mapchaos.io/inject": "true"}}:
+        err(f"{where}: the pods entry must select pods labelled mapchaos.io/inject: \"true\"")
+    ns_hook = hooks["namespaces.inject.mapchaos.io"]
+    if {"key": "mapchaos.io/inject", "operator": "In", "values": ["true"]} not in ns_hook.get("namespaceSelector", {}).get("matchExpressions", []):
+        err(f"{where}: the namespaces entry must select namespaces labelled mapchaos.io/inject: \"true\"")
+    if ns_hook.get("objectSelector") != {"matchExpressions": [{"key": "mapchaos.io/inject", "operator": "NotIn", "values": ["true", "false"]}]}:
+        err(f"{where}: the namespaces entry must leave out pods the pods entry takes and pods that opt out")
+    if len(ca_bundles) != 1:
+        err(f"{where}: the two webhooks have different caBundles")
+    ca = ca_bundles.pop()
+    tls_secret = next(v["secret"]["secretName"] for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "webhook-tls")
+    if mode == "helm":
+        secret = next((d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == tls_secret), None)
+        if not ca or not secret or secret.get("type") != "kubernetes.io/tls":
+            err(f"{where}: expected a caBundle and a generated kubernetes.io/tls Secret {tls_secret}")
+            return
+        import base64, tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            open(f"{tmp}/ca.crt", "wb").write(base64.b64decode(ca))
+            open(f"{tmp}/tls.crt", "wb").write(base64.b64decode(secret["data"]["tls.crt"]))
+            host = f"{svc['name']}.{svc['namespace']}.svc"
+            r = subprocess.run(["openssl", "verify", "-CAfile", f"{tmp}/ca.crt", "-verify_hostname", host, f"{tmp}/tls.crt"], capture_output=True, text=True)
+            if r.returncode != 0:
+                err(f"{where}: the generated webhook certificate does not verify for {host} against the caBundle: {r.stdout}{r.stderr}")
+        if base64.b64decode(secret["data"]["ca.crt"]) != base64.b64decode(ca):
+            err(f"{where}: the TLS Secret's ca.crt is not the caBundle (lookup reuse needs it)")
+    elif mode == "cert-manager":
+        cert = next((d for d in docs if d["kind"] == "Certificate"), None)
+        want_ann = f"{INSTALL_NS}/{cert['metadata']['name']}" if cert else None
+        if not cert or mwc["metadata"].get("annotations", {}).get("cert-manager.io/inject-ca-from") != want_ann:
+            err(f"{where}: expected a Certificate and cert-manager.io/inject-ca-from: {want_ann}")
+        elif cert["spec"]["secretName"] != tls_secret or f"{svc['name']}.{svc['namespace']}.svc" not in cert["spec"]["dnsNames"]:
+            err(f"{where}: the Certificate must write {tls_secret} for {svc['name']}.{svc['namespace']}.svc")
+        if ca:
+            err(f"{where}: with cert-manager the caBundle is injected, not rendered")
+    elif mode == "secret":
+        if ca:
+            err(f"{where}: install.yaml carries no caBundle (the user patches it in)")
+        if tls_secret != "mapchaos-webhook-tls":
+            err(f"{where}: mounts {tls_secret}, expected the user's mapchaos-webhook-tls")
+
 for case, want in cases.items():
     path = os.path.join(work, f"render-{case}.yaml")
     docs = load(path)
@@ -512,6 +623,10 @@ for case, want in cases.items():
     # Every object against its schema.
     for d in docs:
         name = f"{where}: {d['kind']}/{d['metadata']['name']}"
+        if d["kind"] in CERT_MANAGER_KINDS:
+            if d["apiVersion"] != "cert-manager.io/v1":
+                err(f"{name}: apiVersion {d['apiVersion']}")
+            continue
         if d["kind"] in MONITORING_KINDS:
             for e in jsonschema.Draft7Validator(MONITORING[d["kind"]]).iter_errors(d):
                 err(f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}")
@@ -523,11 +638,11 @@ for case, want in cases.items():
                 f"{'.'.join(map(str, e.path))}: {e.message}")
         except kubernetes_validate.SchemaNotFoundError:
             err(f"{name}: no Kubernetes {k8s_version} schema for {d['apiVersion']} {d['kind']}")
-        if d["kind"] != "CustomResourceDefinition" and "namespace" not in d["metadata"] and d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] != "CustomResourceDefinition" and "namespace" not in d["metadata"] and d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"):
             err(f"{name}: no metadata.namespace")
     # Expectations.
-    if "MutatingWebhookConfiguration" in kinds or "ValidatingWebhookConfiguration" in kinds:
-        err(f"{where}: renders a webhook configuration, but there is no webhook server yet")
+    if "Deployment" in kinds:
+        check_webhook(where, docs, want.get("webhook", "helm"))
     if kinds.count("CustomResourceDefinition") != 1:
         err(f"{where}: expected the MapChaos CRD once (--include-crds), got {kinds.count('CustomResourceDefinition')}")
     else:
@@ -558,8 +673,8 @@ for case, want in cases.items():
         err(f"{where}: --namespace args {ns_args}, expected {want['namespaces']}")
     if not any(e.get("name") == "POD_NAMESPACE" for e in c.get("env", [])):
         err(f"{where}: no POD_NAMESPACE env (--operator-namespace)")
-    secrets = [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
-    mounted = [v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v]
+    secrets = [d["metadata"]["name"] for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("signing-key")]
+    mounted = [v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v and v["name"] == "signing-key"]
     if want["key"] == "generate":
         if len(secrets) != 1 or mounted != secrets:
             err(f"{where}: expected one generated signing-key Secret mounted by the operator (secrets {secrets}, mounted {mounted})")

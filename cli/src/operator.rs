@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use mapchaos_operator::Config;
+use mapchaos_operator::webhook::WebhookConfig;
 use mapchaos_sidecar::config::LogFormat;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +42,47 @@ pub struct OperatorArgs {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 
+    /// Serve the sidecar-injection webhook (HTTPS, `POST /mutate`) here; only
+    /// with --webhook-cert-file and --webhook-key-file.
+    #[arg(long, env = "MAPCHAOS_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: SocketAddr,
+
+    /// The webhook's PEM certificate chain (`tls.crt` of its TLS Secret).
+    /// Without it and --webhook-key-file, no webhook is served.
+    #[arg(
+        long,
+        env = "MAPCHAOS_WEBHOOK_CERT_FILE",
+        requires = "webhook_key_file"
+    )]
+    pub webhook_cert_file: Option<PathBuf>,
+
+    /// The webhook's PEM private key (`tls.key`). Both files are read once, at
+    /// start.
+    #[arg(
+        long,
+        env = "MAPCHAOS_WEBHOOK_KEY_FILE",
+        requires = "webhook_cert_file"
+    )]
+    pub webhook_key_file: Option<PathBuf>,
+
+    /// The image of the injected sidecar container.
+    #[arg(long, env = "MAPCHAOS_SIDECAR_IMAGE", default_value = concat!("ghcr.io/mapchaos/mapchaos:", env!("CARGO_PKG_VERSION")))]
+    pub sidecar_image: String,
+
+    /// The injected sidecar's imagePullPolicy; the cluster's default when unset.
+    #[arg(long, env = "MAPCHAOS_SIDECAR_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub sidecar_image_pull_policy: Option<String>,
+
+    /// The injected sidecar's resources, as the JSON of a Kubernetes
+    /// ResourceRequirements.
+    #[arg(
+        long,
+        env = "MAPCHAOS_SIDECAR_RESOURCES",
+        default_value = r#"{"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"memory":"512Mi"}}"#,
+        value_parser = parse_resources
+    )]
+    pub sidecar_resources: ResourceRequirements,
+
     /// Log format.
     #[arg(long, env = "MAPCHAOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -57,6 +100,17 @@ impl OperatorArgs {
             .or_else(|| std::env::var("HOSTNAME").ok())
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| format!("mapchaos-operator-{}", std::process::id()));
+        let webhook = match (self.webhook_cert_file, self.webhook_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(WebhookConfig {
+                addr: self.webhook_addr,
+                cert_file,
+                key_file,
+                image: self.sidecar_image,
+                image_pull_policy: self.sidecar_image_pull_policy,
+                resources: self.sidecar_resources,
+            }),
+            _ => None,
+        };
         Config {
             signing_key_file: self.signing_key_file,
             namespaces: self.namespaces,
@@ -64,8 +118,13 @@ impl OperatorArgs {
             operator_namespace: self.operator_namespace,
             leader_election: self.leader_election,
             identity,
+            webhook,
         }
     }
+}
+
+fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(json).map_err(|e| format!("not a ResourceRequirements JSON object: {e}"))
 }
 
 pub async fn run(args: OperatorArgs, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -15,9 +15,13 @@ use crate::host;
 use crate::network::PodNetwork;
 
 /// Runs inside the new namespaces: sets the hostname, makes the bind mounts (read-only where
-/// asked), says `ready`, then holds the namespaces open.
+/// asked), says `ready`, then holds the namespaces open. It works from the node's state
+/// directory and gets the sources under it as relative paths: a pod mount over one of its
+/// ancestors (an emptyDir at `/tmp` with the state in `/tmp/mapchaos-e2e`) then cannot hide
+/// the sources of the mounts after it, since the working directory keeps the original.
 const PAUSE_SCRIPT: &str = r#"set -e
 hostname "$1"; shift
+cd "$1"; shift
 while [ "$#" -gt 0 ]; do
   mount --bind "$1" "$2"
   if [ "$3" = ro ]; then mount -o remount,bind,ro "$2"; fi
@@ -73,8 +77,14 @@ impl Sandbox {
             "pause".into(),
             hostname.into(),
         ];
+        let base = mount_point_log.parent().unwrap_or(Path::new("/"));
+        args.push(base.to_string_lossy().into_owned());
         for m in mounts {
-            args.push(m.source.to_string_lossy().into_owned());
+            let source = match m.source.strip_prefix(base) {
+                Ok(rel) if base != Path::new("/") => Path::new(".").join(rel),
+                _ => m.source.clone(),
+            };
+            args.push(source.to_string_lossy().into_owned());
             args.push(m.target.to_string_lossy().into_owned());
             args.push(if m.read_only { "ro" } else { "rw" }.into());
         }

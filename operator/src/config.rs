@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use kube::Client;
 
 use crate::error::Error;
+use crate::webhook::WebhookConfig;
 
 /// The operator's settings.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct Config {
     pub leader_election: bool,
     /// This replica's name in the Lease and in Events (the pod's name).
     pub identity: String,
+    /// The sidecar-injection webhook; served by every replica, leader or not.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// A client from the in-cluster service account or the local kubeconfig.

@@ -38,7 +38,7 @@ use crate::metrics::{Metrics, ServerState};
 use crate::plan::{self, Observation};
 use crate::signing_key::StormSigner;
 use crate::storm_client::StormClient;
-use crate::{act, leader, metrics, observe};
+use crate::{act, leader, metrics, observe, webhook};
 
 /// The first retry after a failed reconcile; doubled per failure in a row.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
@@ -217,6 +217,11 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
     let server = ServerState::new(metrics.clone());
     let server_task = metrics::serve(config.metrics_addr, server.clone(), shutdown.clone()).await?;
     tracing::info!(addr = %config.metrics_addr, "serving /metrics, /healthz and /readyz");
+    if let Some(webhook) = &config.webhook {
+        // Every replica admits pods, so injection does not wait for a leader.
+        webhook::serve(webhook, signer.public_key_hex(), shutdown.clone()).await?;
+        tracing::info!(addr = %webhook.addr, image = %webhook.image, "serving the sidecar-injection webhook");
+    }
 
     let operator_namespace = config
         .operator_namespace

@@ -67,6 +67,18 @@ pub enum Error {
 
     #[error("leader election on Lease {lease}: {reason}")]
     LeaderElection { lease: String, reason: String },
+
+    #[error(
+        "the webhook's TLS certificate or key {path}: {reason} (mount the webhook's TLS Secret \
+         and point --webhook-cert-file and --webhook-key-file at its tls.crt and tls.key)"
+    )]
+    WebhookTls { path: PathBuf, reason: String },
+
+    #[error("cannot serve the sidecar-injection webhook on {addr} (--webhook-addr): {source}")]
+    WebhookServe {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -82,6 +94,7 @@ impl Error {
             Error::Kube(_) | Error::KubeConfig(_) => "kube_api",
             Error::MetricsServe { .. } => "metrics_serve",
             Error::LeaderElection { .. } => "leader_election",
+            Error::WebhookTls { .. } | Error::WebhookServe { .. } => "webhook",
         }
     }
 }

@@ -5,7 +5,8 @@
 //! (the pure decision); `storm_client` (signed with `signing_key`) carries
 //! out its storm actions. `observe` feeds the planner from the cluster and
 //! the sidecars, `act` carries its plan out, and `controller` runs the loop
-//! (with `kill_switch`, `leader` and `metrics` around it).
+//! (with `kill_switch`, `leader` and `metrics` around it). `webhook` injects
+//! the sidecar into the pods that ask for it.
 
 pub mod act;
 pub mod choice;
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod selector;
 pub mod signing_key;
 pub mod storm_client;
+pub mod webhook;
 
 pub use config::Config;
 pub use error::Error;
