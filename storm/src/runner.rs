@@ -733,6 +733,7 @@ fn run_worker(
     let mut responses = Vec::with_capacity(pipeline);
     let mut total_errors = 0u64;
     let nanos_since_epoch = |at: Instant| at.duration_since(shared.epoch).as_nanos() as u64;
+    let mut deferred_scan: Option<StormOp> = None;
 
     // The watcher stops the storm at its deadline, so the loop reads the
     // clock only twice per round: when the round starts and when it ends.
@@ -750,7 +751,7 @@ fn run_worker(
         let round_end;
 
         slots.clear();
-        let first = shared.ops.choose(&mut rng);
+        let first = deferred_scan.take().unwrap_or_else(|| shared.ops.choose(&mut rng));
         if first == StormOp::Scan {
             let (ok, latency) = scan_once(shared, client.as_mut(), &mut result, scheduled);
             round_end = Instant::now();
@@ -769,8 +770,12 @@ fn run_worker(
                 let op = match next.take() {
                     Some(op) => op,
                     None => match shared.ops.choose(&mut rng) {
-                        // A SCAN cannot join a pipeline; it starts the next round.
-                        StormOp::Scan => break,
+                        // A SCAN cannot join a pipeline; it starts the next
+                        // round, so the mix keeps its share of scans.
+                        StormOp::Scan => {
+                            deferred_scan = Some(StormOp::Scan);
+                            break;
+                        }
                         op => op,
                     },
                 };
