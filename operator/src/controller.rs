@@ -303,8 +303,15 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
     let ready = server.ready.clone();
     tokio::spawn(async move {
         for store in &stores {
-            if store.wait_until_ready().await.is_err() {
-                return;
+            // kube-runtime's DelayedInit wakes only the last task that waited, and the
+            // Controller waits on this store too: ask again every second instead of
+            // relying on one wake-up (else /readyz stays 503 forever).
+            loop {
+                match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
             }
         }
         ready.store(true, Ordering::Release);

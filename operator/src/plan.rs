@@ -258,6 +258,13 @@ impl Planner<'_> {
     /// Set a condition; `lastTransitionTime` moves only when its status
     /// does. Returns the previous status ("" when absent).
     fn condition(&mut self, kind: &str, status: &str, reason: &str, message: String) -> String {
+        // Kubernetes 1.20's server-side apply turns an empty string into null, which the
+        // CRD's `message: string` then rejects (the whole status patch fails): never send "".
+        let message = if message.is_empty() {
+            reason.to_owned()
+        } else {
+            message
+        };
         let generation = self.generation;
         let now = self.now.clone();
         let conditions = &mut self.status.conditions;

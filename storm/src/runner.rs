@@ -751,7 +751,9 @@ fn run_worker(
         let round_end;
 
         slots.clear();
-        let first = deferred_scan.take().unwrap_or_else(|| shared.ops.choose(&mut rng));
+        let first = deferred_scan
+            .take()
+            .unwrap_or_else(|| shared.ops.choose(&mut rng));
         if first == StormOp::Scan {
             let (ok, latency) = scan_once(shared, client.as_mut(), &mut result, scheduled);
             round_end = Instant::now();

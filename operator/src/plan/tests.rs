@@ -781,3 +781,20 @@ fn a_resource_without_a_uid_is_an_error_not_a_panic() {
     .unwrap_err();
     assert_eq!(error.metric_label(), "missing_metadata");
 }
+
+#[test]
+fn no_condition_is_ever_sent_with_an_empty_message() {
+    // Kubernetes 1.20's server-side apply turns "" into null, which the CRD
+    // rejects, failing the whole status patch: every condition must say something.
+    let pool = pods(3);
+    let (experiment, plan) = started(1, &pool);
+    let mut paused = applied(experiment, &plan);
+    paused.spec.paused = true;
+    let pause = run(&paused, &pool, &BTreeMap::new(), later(1));
+    for status in [&plan.status, &pause.status] {
+        assert!(!status.conditions.is_empty());
+        for condition in &status.conditions {
+            assert!(!condition.message.is_empty(), "{condition:?}");
+        }
+    }
+}
