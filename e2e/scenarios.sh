@@ -30,36 +30,10 @@ IMAGE_REPO="${MAPCHAOS_IMAGE_REPOSITORY:-mapchaos}"
 IMAGE_TAG="${MAPCHAOS_IMAGE_TAG:-e2e}"
 APP_IMAGE="${MAPCHAOS_APP_IMAGE:-busybox}"
 
-PASSED=0
-FAILED=0
-FAILURES=()
+SUITE=scenarios
+# shellcheck source=checks.sh
+source "$E2E_SRC/checks.sh"
 
-say() { printf '[scenarios %(%H:%M:%S)T] %s\n' -1 "$*"; }
-pass() { PASSED=$((PASSED + 1)); say "ok $((PASSED + FAILED)) - $*"; }
-fail() { FAILED=$((FAILED + 1)); FAILURES+=("$*"); say "not ok $((PASSED + FAILED)) - $*"; }
-
-# check DESCRIPTION COMMAND...: one assertion.
-check() {
-    local what=$1
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
-
-# eventually TIMEOUT DESCRIPTION COMMAND...: an assertion that may take a while to hold.
-eventually() {
-    local timeout=$1 what=$2 start=$SECONDS
-    shift 2
-    until "$@" 2>/dev/null; do
-        if ((SECONDS - start >= timeout)); then
-            fail "$what (not within ${timeout}s)"
-            return 1
-        fi
-        sleep 1
-    done
-    pass "$what ($((SECONDS - start))s)"
-}
-
-k() { kubectl -n "$NS" "$@"; }
 # jqe FILTER: jq -e on stdin, quiet, and false on empty input (plain `jq -e` says true).
 jqe() {
     local input

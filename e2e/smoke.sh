@@ -15,36 +15,10 @@ PROM="http://127.0.0.1:${MAPCHAOS_E2E_PROM_PORT:-19090}"
 NS=mapchaos-smoke
 SA_DIR=/var/run/secrets/kubernetes.io/serviceaccount
 
-PASSED=0
-FAILED=0
-FAILURES=()
+SUITE=smoke
+# shellcheck source=checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
-say() { printf '[smoke %(%H:%M:%S)T] %s\n' -1 "$*"; }
-pass() { PASSED=$((PASSED + 1)); say "ok   - $*"; }
-fail() { FAILED=$((FAILED + 1)); FAILURES+=("$*"); say "FAIL - $*"; }
-
-# check DESCRIPTION COMMAND...: one assertion.
-check() {
-    local what=$1
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
-
-# eventually TIMEOUT DESCRIPTION COMMAND...: an assertion that may take a while to hold.
-eventually() {
-    local timeout=$1 what=$2 start=$SECONDS
-    shift 2
-    until "$@" 2>/dev/null; do
-        if ((SECONDS - start >= timeout)); then
-            fail "$what (not within ${timeout}s)"
-            return 1
-        fi
-        sleep 1
-    done
-    pass "$what ($((SECONDS - start))s)"
-}
-
-k() { kubectl -n "$NS" "$@"; }
 jpod() { k get pod "$1" -o json; }
 
 # The container's main process, from its containerID (mapchaos://PID).
