@@ -403,8 +403,10 @@ pub struct CheckSpec {
     /// every key), the same bytes written twice to one key, bytes a storm
     /// value or the key's original could also be, and (existing keys) reads
     /// of bytes no recorded write produced. Read-only commands are not
-    /// recorded and exclude nothing. The application's latency is reported
-    /// (`clientLatency`) either way.
+    /// recorded and exclude nothing. Without it nothing of the application's
+    /// is recorded, and every stormed key it writes is left out of the check
+    /// (its history would be incomplete). The application's latency is
+    /// reported (`clientLatency`) either way.
     #[serde(default)]
     pub include_clients: bool,
 }

@@ -84,6 +84,19 @@ impl StormTap {
     /// the history; pass it to [`StormTap::after`].
     pub(crate) fn before(&mut self, access: KeyAccess<'_>, call: Instant) -> Option<AppPending> {
         if !self.log.traffic().records() {
+            // Not recorded, the application's writes leave the keys they
+            // touch with incomplete histories: leave those keys out of the
+            // check rather than blame the map for the application.
+            match access {
+                KeyAccess::Everything => self.log.exclude_everything(),
+                KeyAccess::Unmodelled { keys, step } => {
+                    for key in keys.iter().step_by(step.max(1)) {
+                        self.exclude(key);
+                    }
+                }
+                KeyAccess::Modelled(op) if op.writes() => self.exclude(op.key()),
+                KeyAccess::Modelled(_) | KeyAccess::Untouched => {}
+            }
             return None;
         }
         match access {

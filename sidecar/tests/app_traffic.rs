@@ -378,3 +378,23 @@ fn the_lagging_engine_serving_the_app_its_own_stale_writes_is_caught() {
         );
     }
 }
+
+#[test]
+fn without_include_clients_keys_the_app_writes_are_left_out_not_misjudged() {
+    // The app's SETs and DELs on stormed keys are not recorded, so those keys'
+    // histories are incomplete: judging them would blame the map for the app.
+    let sidecar = Sidecar::start(Arc::new(ShardedEngine::new(8, Clock::System)));
+    for seed in 0..3 {
+        let plan = plan(20 + seed, "appunrec", 8, MIXED, false);
+        let outcome = sidecar.storm_with_app(&plan, 2, plain_app);
+        assert_clean(&outcome, &format!("seed {seed}"));
+        assert!(
+            app_events(&outcome).is_empty(),
+            "seed {seed}: nothing recorded"
+        );
+        assert!(
+            outcome.report.keys_excluded > 0,
+            "seed {seed}: keys the app wrote must be excluded"
+        );
+    }
+}

@@ -350,9 +350,6 @@ impl AppLog {
     /// options, multi-key commands, INCR, EXPIRE…), or wrote it before the
     /// keyspace was prepared: the key is left out of the check.
     pub fn exclude_key(&mut self, key: &[u8]) {
-        if !self.traffic.record {
-            return;
-        }
         if self.traffic.is_running() {
             if let Some(id) = self.traffic.key_id(key) {
                 self.excluded.insert(id);
@@ -364,9 +361,7 @@ impl AppLog {
 
     /// A command wrote every key (FLUSHDB, FLUSHALL).
     pub fn exclude_everything(&mut self) {
-        if self.traffic.record {
-            self.everything_excluded = true;
-        }
+        self.everything_excluded = true;
     }
 
     /// A modelled operation is about to run, called at `call`. `Some` when it
@@ -709,21 +704,31 @@ mod tests {
     }
 
     #[test]
-    fn without_include_clients_only_latency_is_kept() {
+    fn without_include_clients_nothing_is_recorded_but_written_keys_are_left_out() {
         let (traffic, _) = running(false);
         let mut log = AppLog::new(traffic.clone());
         assert!(run(&mut log, AppOp::Set(b"k0", b"v"), Response::Ok).is_none());
         log.exclude_key(b"k1");
-        log.exclude_everything();
         for micros in 1..=(LATENCY_BATCH as u64 + 10) {
             log.latency(Duration::from_micros(micros));
         }
         drop(log);
         let finish = traffic.finish();
         assert!(finish.recorders.is_empty());
-        assert!(finish.excluded.is_empty());
+        // An unrecorded write leaves the key's history incomplete.
+        assert!(finish.excluded.contains(&1), "{:?}", finish.excluded);
         assert_eq!(finish.latency.len(), LATENCY_BATCH as u64 + 10);
         assert_eq!(traffic.app_value(0, b"v"), None);
+
+        let (traffic, _) = running(false);
+        let mut log = AppLog::new(traffic.clone());
+        log.exclude_everything();
+        drop(log);
+        assert_eq!(
+            traffic.finish().excluded.len(),
+            3,
+            "FLUSHALL leaves out every key"
+        );
     }
 
     #[test]
