@@ -5,6 +5,7 @@
 pub mod duration;
 pub mod report;
 pub mod resource;
+pub mod schedule;
 pub mod signing;
 pub mod spec;
 pub mod storm;

@@ -129,9 +129,21 @@ pub struct MapChaosStatus {
     /// The current run's results across targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
-    /// Finished runs, newest last.
+    /// The runs, oldest first: those still going (phase Running) and the
+    /// last `spec.historyLimit` finished ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunRecord>,
+    /// The last time `spec.schedule` fired and was dealt with (run or
+    /// skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// When `spec.schedule` fires next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// The last run was stopped by a pause (`spec.paused` or the pause
+    /// annotation, not the kill switch); lifting the pause starts a new run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// One target pod and its storm.
@@ -148,6 +160,10 @@ pub struct TargetStatus {
     /// The pod IP the sidecar's storm API was reached on.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ip: String,
+    /// The run this target belongs to (runs overlap only with
+    /// `concurrencyPolicy: Allow`).
+    #[serde(default)]
+    pub run: u32,
     /// The storm's id on the sidecar.
     pub storm_id: String,
     /// Where the target's storm is.
@@ -239,7 +255,7 @@ pub struct Summary {
     pub verdict: Option<Verdict>,
 }
 
-/// One finished run, kept in `status.runs`.
+/// One run, in `status.runs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRecord {
@@ -251,7 +267,7 @@ pub struct RunRecord {
     /// When its last target finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
-    /// How it ended.
+    /// Running while its storms go, then how it ended.
     pub phase: ExperimentPhase,
     /// Targets stormed.
     pub targets: u32,

@@ -86,9 +86,25 @@ pub struct MapChaosSpec {
     /// Conditions that stop a storm early.
     #[serde(default)]
     pub abort: AbortSpec,
-    /// Run repeatedly on this cron schedule (five fields, e.g. "*/30 * * * *").
+    /// Run repeatedly on this cron schedule: five fields (minute hour
+    /// day-of-month month day-of-week, e.g. "*/30 * * * *") or a nickname
+    /// (@hourly, @daily, @weekly, @monthly, @yearly), in UTC. The first run
+    /// starts at the first time the schedule fires after the resource is
+    /// created; a time missed by more than 5 minutes (the operator was down,
+    /// or `concurrencyPolicy: Forbid` kept it waiting) is skipped with an
+    /// Event. Without a schedule the experiment runs once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// What a scheduled run does when an earlier run is still going:
+    /// `Forbid` (wait for it, up to 5 minutes, else skip), `Allow` (run
+    /// both, the new one on pods the old one is not storming) or `Replace`
+    /// (stop the old run's storms, then start).
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// How many finished runs `status.runs` keeps (1–100).
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = crate::validate::MAX_HISTORY_LIMIT))]
+    pub history_limit: u32,
     /// Select and report targets without storming them.
     #[serde(default)]
     pub dry_run: bool,
@@ -102,6 +118,23 @@ pub struct MapChaosSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = crate::resource::MAX_SEED))]
     pub seed: Option<u64>,
+}
+
+fn default_history_limit() -> u32 {
+    10
+}
+
+/// How a scheduled run treats an earlier run that is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Wait for the earlier run to finish; skip this time if it takes more
+    /// than 5 minutes.
+    #[default]
+    Forbid,
+    /// Start anyway, on pods the earlier run is not storming.
+    Allow,
+    /// Stop the earlier run's storms (they restore), then start.
+    Replace,
 }
 
 fn default_duration() -> GoDuration {

@@ -15,6 +15,8 @@ pub const MAX_PIPELINE: u32 = 1024;
 pub const MIN_VALUE_SIZE: u32 = 24;
 /// And stay small enough that a storm cannot eat a pod's memory by accident.
 pub const MAX_VALUE_SIZE: u32 = 1 << 20;
+/// The most finished runs `status.runs` may keep.
+pub const MAX_HISTORY_LIMIT: u32 = 100;
 /// The longest storm a single run may ask for.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
@@ -150,11 +152,20 @@ impl MapChaosSpec {
             );
         }
         if let Some(schedule) = &self.schedule
-            && schedule.split_whitespace().count() != 5
+            && let Err(why) = crate::schedule::Schedule::parse(schedule)
         {
             fail(
                 "schedule",
-                format!("{schedule:?} is not a five-field cron expression"),
+                format!("{schedule:?} is not a cron schedule: {why}"),
+            );
+        }
+        if !(1..=MAX_HISTORY_LIMIT).contains(&self.history_limit) {
+            fail(
+                "historyLimit",
+                format!(
+                    "{} is out of range: keep 1 to {MAX_HISTORY_LIMIT} runs",
+                    self.history_limit
+                ),
             );
         }
     }
@@ -321,6 +332,8 @@ mod tests {
             check: Default::default(),
             abort: Default::default(),
             schedule: None,
+            concurrency_policy: Default::default(),
+            history_limit: 10,
             dry_run: false,
             paused: false,
             seed: None,
@@ -337,6 +350,25 @@ mod tests {
     #[test]
     fn the_default_storm_with_a_selector_is_valid() {
         assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_bad_schedule_or_history_limit_is_named_with_the_reason() {
+        let mut spec = valid();
+        spec.schedule = Some("*/5 * * *".into());
+        spec.history_limit = 0;
+        let error = spec.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("spec.schedule: \"*/5 * * *\" is not a cron schedule: has 4 fields"),
+            "{error}"
+        );
+        assert!(
+            error.contains("spec.historyLimit: 0 is out of range"),
+            "{error}"
+        );
+        spec.schedule = Some("*/5 * * * *".into());
+        spec.history_limit = 100;
+        assert_eq!(spec.validate(), Ok(()));
     }
 
     #[test]

@@ -125,6 +125,11 @@ pub fn run(args: RunArgs) -> Exit {
         if spec.selector != Default::default() {
             eprintln!("note: spec.selector only matters in a cluster; running the storm locally");
         }
+        if let Some(schedule) = &spec.schedule {
+            eprintln!(
+                "note: spec.schedule ({schedule:?}) only matters in a cluster; running the storm once"
+            );
+        }
     }
     let seed = args.seed.or(spec.seed).unwrap_or_else(random_seed);
     let plan = StormPlan {

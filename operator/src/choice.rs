@@ -29,6 +29,17 @@ pub fn seed_from_uid(uid: &str) -> u64 {
     hash(&[b"mapchaos-seed", uid.as_bytes()]) & MAX_SEED
 }
 
+/// The seed of run `run`: the experiment's seed for run 1, then one derived
+/// from it and the run number, so scheduled runs choose pods and draw
+/// workloads afresh, yet each run is reproducible from `status.seed` and
+/// its number.
+pub fn run_seed(seed: u64, run: u32) -> u64 {
+    if run <= 1 {
+        return seed;
+    }
+    hash(&[b"mapchaos-run", &seed.to_be_bytes(), &run.to_be_bytes()]) & MAX_SEED
+}
+
 /// How many of `matching` eligible pods a mode storms. `value` has been
 /// validated (a whole number; 1–100 for the percent modes).
 ///

@@ -7,9 +7,16 @@
 //! (seeded) and fixed for the run, each gets a storm (`PUT`, retried with
 //! the same id until the sidecar confirms it), leases are renewed while
 //! storms run, and the run finishes when every target is final. A pause
-//! (spec, annotation or kill switch) stops running storms; deletion stops
-//! them and removes the finalizer. A spec change does not touch a run in
-//! progress: targets and storm requests are fixed when the run starts.
+//! (spec, annotation or kill switch) stops running storms; lifting a spec or
+//! annotation pause starts the stopped run again as a new run, the kill
+//! switch's stop is final. Deletion stops the storms and removes the
+//! finalizer. A spec change does not touch a run in progress: targets and
+//! storm requests are fixed when the run starts.
+//!
+//! Without `spec.schedule` an experiment runs once; with it, a run starts
+//! each time the schedule fires (UTC), and `concurrencyPolicy` decides what
+//! happens when the previous run is still going. Targets carry their run's
+//! number, so overlapping runs (`Allow`) are observed side by side.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,10 +27,12 @@ use mapchaos_api::resource::{
     ExperimentPhase, FINALIZER, LatencyMicros, MapChaosStatus, PAUSE_ANNOTATION, RunRecord,
     Summary, TargetPhase, TargetStatus,
 };
+use mapchaos_api::schedule::Schedule;
+use mapchaos_api::spec::ConcurrencyPolicy;
 use mapchaos_api::storm::{DEFAULT_LEASE, StormPhase, StormRequest, StormStatus};
 use mapchaos_api::{GoDuration, MapChaos, Verdict};
 
-use crate::choice::{choose, seed_from_uid, storm_id, target_count};
+use crate::choice::{choose, run_seed, seed_from_uid, storm_id, target_count};
 use crate::error::Error;
 use crate::selector::{self, CandidatePod};
 
@@ -32,8 +41,15 @@ use crate::selector::{self, CandidatePod};
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(DEFAULT_LEASE.0.as_secs() / 3);
 /// How often to look again for pods when none can be stormed.
 pub const NO_TARGETS_RETRY: Duration = Duration::from_secs(30);
-/// Finished runs kept in `status.runs`.
-pub const RUNS_KEPT: usize = 10;
+/// How late a scheduled run may start: a time the schedule fired that could
+/// not run within this (operator down, or `Forbid` waiting for the previous
+/// run) is skipped, with an Event.
+pub const SCHEDULE_DEADLINE: Duration = Duration::from_secs(300);
+/// How soon to look again while a `Replace` waits for the old run to stop.
+pub const REPLACE_POLL: Duration = Duration::from_secs(2);
+/// A scheduled reconcile wakes this long after the time it fires, so the
+/// time has surely passed.
+const SCHEDULE_SLACK: Duration = Duration::from_millis(500);
 
 /// The condition types, as `kubectl describe` shows them.
 pub mod condition {
@@ -107,6 +123,7 @@ pub mod reason {
     pub const TARGET_LOST: &str = "TargetLost";
     pub const SIDECAR_UNREACHABLE: &str = "SidecarUnreachable";
     pub const RUN_FINISHED: &str = "RunFinished";
+    pub const SCHEDULE_SKIPPED: &str = "ScheduleSkipped";
     pub const PAUSED: &str = "Paused";
     pub const RESUMED: &str = "Resumed";
     pub const DELETING: &str = "Deleting";
@@ -346,40 +363,139 @@ impl Planner<'_> {
 
         let valid = self.validate();
         let paused = self.pause();
-        let active = self.status.targets.iter().any(|t| !t.phase.is_final());
+        let schedule = spec
+            .schedule
+            .as_deref()
+            .filter(|_| valid)
+            .and_then(|text| Schedule::parse(text).ok());
+        let owed = schedule.as_ref().and_then(|s| self.owed_tick(s));
+        let policy = spec.concurrency_policy;
 
+        // Stop what must stop: everything on a pause; the running runs when
+        // the schedule fired and they are to be replaced.
+        let active = self.any_active();
+        let stop = if paused.is_some() {
+            Some(Stop::Pause)
+        } else if owed.is_some() && active && policy == ConcurrencyPolicy::Replace {
+            Some(Stop::Replace)
+        } else {
+            None
+        };
         if active {
-            self.observe_targets(paused.is_some());
-        } else if self.status.run == 0 && valid && paused.is_none() {
-            self.start_run(seed);
+            self.observe_targets(stop);
         }
-        if self.status.run > 0
-            && self.status.finished_at.is_none()
-            && self.status.targets.iter().all(|t| t.phase.is_final())
-        {
-            self.finish_run();
-        }
+        self.finish_runs(paused);
 
-        let active = self.status.targets.iter().any(|t| !t.phase.is_final());
-        self.status.summary = (self.status.run > 0).then(|| summarise(&self.status.targets));
+        // Start what may start.
+        let active = self.any_active();
+        match (owed, paused.is_some()) {
+            (Some(tick), false) => self.take_tick(tick, active, policy, seed),
+            // A pause skips the times it covers; they are not made up later.
+            (Some(tick), true) => self.status.last_schedule_time = Some(Time(tick)),
+            (None, _) => {}
+        }
+        let active = self.any_active();
+        if valid && paused.is_none() && !active {
+            if self.status.interrupted {
+                self.start_run(seed, "resuming the run the pause stopped");
+            } else if self.status.run == 0 && schedule.is_none() {
+                self.start_run(seed, "");
+            }
+        }
+        self.finish_runs(paused);
+
+        let active = self.any_active();
+        let current = self.current_targets();
+        self.status.summary = (self.status.run > 0).then(|| summarise(&current));
         self.status.phase = if active {
             if paused.is_some() {
                 ExperimentPhase::Paused
             } else {
                 ExperimentPhase::Running
             }
+        } else if paused.is_some() && (self.status.run == 0 || self.status.interrupted) {
+            ExperimentPhase::Paused
         } else if self.status.run > 0 {
-            run_phase(&self.status.targets)
+            run_phase(&current)
         } else if !valid {
             ExperimentPhase::Failed
-        } else if paused.is_some() {
-            ExperimentPhase::Paused
         } else {
             ExperimentPhase::Pending
         };
         self.run_conditions();
         if active {
-            self.requeue = Some(RENEW_INTERVAL);
+            self.requeue_within(RENEW_INTERVAL);
+        }
+        self.status.next_schedule_time = None;
+        if let Some(schedule) = &schedule
+            && let Some(next) = schedule.next_after(input.now)
+        {
+            self.status.next_schedule_time = Some(Time(next));
+            let wait = input.now.duration_until(next).unsigned_abs() + SCHEDULE_SLACK;
+            self.requeue_within(wait);
+        }
+    }
+
+    fn any_active(&self) -> bool {
+        self.status.targets.iter().any(|t| !t.phase.is_final())
+    }
+
+    /// The targets of the newest run.
+    fn current_targets(&self) -> Vec<TargetStatus> {
+        let run = self.status.run;
+        self.status
+            .targets
+            .iter()
+            .filter(|t| run_of(t, run) == run)
+            .cloned()
+            .collect()
+    }
+
+    fn requeue_within(&mut self, wait: Duration) {
+        self.requeue = Some(self.requeue.map_or(wait, |r| r.min(wait)));
+    }
+
+    /// The time the schedule last fired, if this reconcile still owes it a
+    /// run: after the last time dealt with (or the resource's creation) and
+    /// not after now.
+    fn owed_tick(&self, schedule: &Schedule) -> Option<Timestamp> {
+        let metadata = &self.input.experiment.metadata;
+        let since = self
+            .status
+            .last_schedule_time
+            .as_ref()
+            .or(metadata.creation_timestamp.as_ref())
+            .map_or(self.input.now, |t| t.0);
+        schedule.latest_between(since, self.input.now)
+    }
+
+    /// The schedule fired at `tick`: start a run, wait for the running one
+    /// (`Forbid`, or `Replace` while its storms stop), or skip the time
+    /// when it is too late.
+    fn take_tick(&mut self, tick: Timestamp, active: bool, policy: ConcurrencyPolicy, seed: u64) {
+        let at = Time(tick);
+        if !active || policy == ConcurrencyPolicy::Allow {
+            self.status.last_schedule_time = Some(at);
+            self.start_run(seed, &format!("scheduled for {tick}"));
+            return;
+        }
+        let late = tick.duration_until(self.input.now).unsigned_abs();
+        if late > SCHEDULE_DEADLINE {
+            self.status.last_schedule_time = Some(at);
+            let why = match policy {
+                ConcurrencyPolicy::Replace => "the running run's storms did not stop in time",
+                _ => "the previous run was still going (concurrencyPolicy Forbid)",
+            };
+            self.event(
+                EventKind::Warning,
+                reason::SCHEDULE_SKIPPED,
+                format!(
+                    "skipped the run scheduled for {tick}: {why} for over {}",
+                    GoDuration(SCHEDULE_DEADLINE)
+                ),
+            );
+        } else if policy == ConcurrencyPolicy::Replace {
+            self.requeue_within(REPLACE_POLL);
         }
     }
 
@@ -418,7 +534,7 @@ impl Planner<'_> {
             .and_then(|a| a.get(PAUSE_ANNOTATION))
             .is_some_and(|v| v == "true");
         let why = if self.input.kill_switch {
-            Some(("KillSwitch", "the operator's kill switch is on"))
+            Some((KILL_SWITCH, "the operator's kill switch is on"))
         } else if experiment.spec.paused {
             Some(("SpecPaused", "spec.paused is true"))
         } else if annotated {
@@ -458,10 +574,20 @@ impl Planner<'_> {
         }
     }
 
-    /// Choose the targets and start run 1.
-    fn start_run(&mut self, seed: u64) {
+    /// Choose the targets of the next run and start it; `why` says what
+    /// started it ("" for the first run of an unscheduled experiment).
+    /// Pods an overlapping run is still storming are not chosen.
+    fn start_run(&mut self, base_seed: u64, why: &str) {
         let input = self.input;
         let spec = &input.experiment.spec;
+        let run = self.status.run + 1;
+        let seed = run_seed(base_seed, run);
+        let busy = |pod: &CandidatePod| {
+            self.status
+                .targets
+                .iter()
+                .any(|t| !t.phase.is_final() && t.namespace == pod.namespace && t.pod == pod.name)
+        };
         let matching: Vec<&CandidatePod> = input
             .pods
             .iter()
@@ -472,9 +598,17 @@ impl Planner<'_> {
             .copied()
             .filter(|pod| selector::ineligible(pod).is_none())
             .collect();
-        let count = target_count(spec.mode, spec.value.as_deref(), eligible.len(), seed);
+        let free: Vec<&CandidatePod> = eligible.iter().copied().filter(|p| !busy(p)).collect();
+        let count = target_count(spec.mode, spec.value.as_deref(), free.len(), seed);
         if count == 0 {
-            let message = no_targets_message(&matching);
+            let message = if free.len() < eligible.len() {
+                format!(
+                    "all {} eligible pods are still being stormed by an earlier run",
+                    eligible.len()
+                )
+            } else {
+                no_targets_message(&matching)
+            };
             let previous = self.condition(
                 condition::SELECTED,
                 "False",
@@ -484,14 +618,14 @@ impl Planner<'_> {
             if previous != "False" {
                 self.event(EventKind::Warning, reason::NO_TARGETS, message);
             }
-            self.requeue = Some(NO_TARGETS_RETRY);
+            self.requeue_within(NO_TARGETS_RETRY);
             return;
         }
-        let chosen = choose(&eligible, count, seed);
-        let run = 1;
+        let chosen = choose(&free, count, seed);
         self.status.run = run;
         self.status.started_at = Some(self.now.clone());
         self.status.finished_at = None;
+        self.status.interrupted = false;
         self.condition(
             condition::SELECTED,
             "True",
@@ -505,13 +639,17 @@ impl Planner<'_> {
         );
         let dry_run = spec.dry_run;
         let request = self.storm_request(seed);
-        self.status.targets = chosen
-            .iter()
-            .map(|pod| TargetStatus {
+        // Finished targets of earlier runs live on in `status.runs`.
+        self.status.targets.retain(|t| !t.phase.is_final());
+        let first_new = self.status.targets.len();
+        self.status
+            .targets
+            .extend(chosen.iter().map(|pod| TargetStatus {
                 pod: pod.name.clone(),
                 namespace: pod.namespace.clone(),
                 pod_uid: pod.uid.clone(),
                 ip: pod.pod_ip.clone().unwrap_or_default(),
+                run,
                 storm_id: storm_id(self.uid, run, pod),
                 phase: if dry_run {
                     TargetPhase::DryRun
@@ -524,11 +662,18 @@ impl Planner<'_> {
                     String::new()
                 },
                 ..TargetStatus::default()
-            })
-            .collect();
-        let pods = self
-            .status
-            .targets
+            }));
+        self.status.runs.push(RunRecord {
+            run,
+            started_at: Some(self.now.clone()),
+            finished_at: None,
+            phase: ExperimentPhase::Running,
+            targets: count as u32,
+            anomalies: 0,
+            verdict: None,
+        });
+        let new = &self.status.targets[first_new..];
+        let pods = new
             .iter()
             .map(|t| format!("{}/{}", t.namespace, t.pod))
             .collect::<Vec<_>>()
@@ -541,17 +686,7 @@ impl Planner<'_> {
             );
             return;
         }
-        self.event(
-            EventKind::Normal,
-            reason::RUN_STARTED,
-            format!(
-                "run {run}: storming {pods} for {} (seed {seed})",
-                spec.duration
-            ),
-        );
-        let starts: Vec<Action> = self
-            .status
-            .targets
+        let starts: Vec<Action> = new
             .iter()
             .map(|t| Action::StartStorm {
                 endpoint: endpoint(t),
@@ -559,17 +694,43 @@ impl Planner<'_> {
                 request: Box::new(request.clone()),
             })
             .collect();
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({why})")
+        };
+        self.event(
+            EventKind::Normal,
+            reason::RUN_STARTED,
+            format!(
+                "run {run}{why}: storming {pods} for {} (seed {seed})",
+                spec.duration
+            ),
+        );
         self.actions.extend(starts);
     }
 
     /// Fold the observations into the unfinished targets and decide what
     /// each needs next.
-    fn observe_targets(&mut self, paused: bool) {
+    fn observe_targets(&mut self, stop: Option<Stop>) {
         let lease_secs = DEFAULT_LEASE.0.as_secs() as i64;
         let now = self.input.now;
-        let started = self.status.started_at.clone();
+        let current_run = self.status.run;
         let seed = self.status.seed.unwrap_or_default();
-        let request = self.storm_request(seed);
+        let requests: BTreeMap<u32, StormRequest> = self
+            .status
+            .targets
+            .iter()
+            .map(|t| run_of(t, current_run))
+            .map(|run| (run, self.storm_request(run_seed(seed, run))))
+            .collect();
+        let started: BTreeMap<u32, Time> = self
+            .status
+            .runs
+            .iter()
+            .filter_map(|r| Some((r.run, r.started_at.clone()?)))
+            .chain(self.status.started_at.clone().map(|at| (current_run, at)))
+            .collect();
         let mut events = Vec::new();
         let mut actions = Vec::new();
         for target in self
@@ -595,14 +756,17 @@ impl Planner<'_> {
                 }
                 Some(_) => {
                     let observation = self.input.storms.get(&target.storm_id);
-                    let since = target.last_seen.as_ref().or(started.as_ref());
+                    let since = target
+                        .last_seen
+                        .as_ref()
+                        .or(started.get(&run_of(target, current_run)));
                     let silent_secs = since.map_or(i64::MAX, |t| now.as_second() - t.0.as_second());
                     apply_observation(
                         target,
                         observation,
                         silent_secs,
                         lease_secs,
-                        paused,
+                        stop,
                         &self.now,
                     );
                 }
@@ -615,19 +779,20 @@ impl Planner<'_> {
             }
             let endpoint = endpoint(target);
             let id = target.storm_id.clone();
-            actions.push(if paused {
+            let request = Box::new(requests[&run_of(target, current_run)].clone());
+            actions.push(if stop.is_some() {
                 Action::StopStorm { endpoint, id }
             } else if target.phase == TargetPhase::Pending {
                 Action::StartStorm {
                     endpoint,
                     id,
-                    request: Box::new(request.clone()),
+                    request,
                 }
             } else {
                 Action::RenewLease {
                     endpoint,
                     id,
-                    request: Box::new(request.clone()),
+                    request,
                 }
             });
         }
@@ -636,21 +801,98 @@ impl Planner<'_> {
         self.actions.extend(actions);
     }
 
-    fn finish_run(&mut self) {
-        self.status.finished_at = Some(self.now.clone());
-        let phase = run_phase(&self.status.targets);
-        let summary = summarise(&self.status.targets);
-        self.status.runs.push(RunRecord {
-            run: self.status.run,
-            started_at: self.status.started_at.clone(),
-            finished_at: self.status.finished_at.clone(),
-            phase,
-            targets: summary.targets,
-            anomalies: summary.total_anomalies,
-            verdict: summary.verdict,
+    /// Record every run whose targets are all final and is not recorded
+    /// as finished yet, and let go of older runs' finished targets.
+    fn finish_runs(&mut self, paused: Option<&'static str>) {
+        let current = self.status.run;
+        let mut runs: Vec<u32> = self
+            .status
+            .targets
+            .iter()
+            .map(|t| run_of(t, current))
+            .collect();
+        runs.sort_unstable();
+        runs.dedup();
+        for run in runs {
+            let targets: Vec<TargetStatus> = self
+                .status
+                .targets
+                .iter()
+                .filter(|t| run_of(t, current) == run)
+                .cloned()
+                .collect();
+            let recorded = self
+                .status
+                .runs
+                .iter()
+                .find(|r| r.run == run)
+                .map_or(run == current && self.status.finished_at.is_some(), |r| {
+                    r.finished_at.is_some()
+                });
+            if !recorded && targets.iter().all(|t| t.phase.is_final()) {
+                self.finish_run(run, &targets, paused);
+            }
+        }
+        let current = self.status.run;
+        self.status
+            .targets
+            .retain(|t| run_of(t, current) == current || !t.phase.is_final());
+    }
+
+    fn finish_run(&mut self, run: u32, targets: &[TargetStatus], paused: Option<&'static str>) {
+        let now = self.now.clone();
+        let phase = run_phase(targets);
+        let summary = summarise(targets);
+        if run == self.status.run {
+            self.status.finished_at = Some(now.clone());
+            // Stopped by a spec or annotation pause: run again on resume.
+            self.status.interrupted = matches!(paused, Some(why) if why != KILL_SWITCH)
+                && targets.iter().any(|t| t.phase == TargetPhase::Aborted);
+        }
+        let index = match self.status.runs.iter().position(|r| r.run == run) {
+            Some(index) => index,
+            None => {
+                self.status.runs.push(RunRecord {
+                    run,
+                    started_at: (run == self.status.run)
+                        .then(|| self.status.started_at.clone())
+                        .flatten(),
+                    finished_at: None,
+                    phase,
+                    targets: 0,
+                    anomalies: 0,
+                    verdict: None,
+                });
+                self.status.runs.sort_by_key(|r| r.run);
+                self.status
+                    .runs
+                    .iter()
+                    .position(|r| r.run == run)
+                    .expect("just pushed")
+            }
+        };
+        let record = &mut self.status.runs[index];
+        record.finished_at = Some(now);
+        record.phase = phase;
+        record.targets = summary.targets;
+        record.anomalies = summary.total_anomalies;
+        record.verdict = summary.verdict;
+        // Keep the newest `historyLimit` finished runs, and every running one.
+        let limit = self.input.experiment.spec.history_limit.max(1) as usize;
+        let mut finished = self
+            .status
+            .runs
+            .iter()
+            .filter(|r| r.finished_at.is_some())
+            .count();
+        self.status.runs.retain(|r| {
+            if r.finished_at.is_some() && finished > limit {
+                finished -= 1;
+                false
+            } else {
+                true
+            }
         });
-        let excess = self.status.runs.len().saturating_sub(RUNS_KEPT);
-        self.status.runs.drain(..excess);
         if self.input.experiment.spec.dry_run {
             return;
         }
@@ -664,8 +906,7 @@ impl Planner<'_> {
             kind,
             reason::RUN_FINISHED,
             format!(
-                "run {} {phase:?}: {} ops, {} exposures, {} anomalies, verdict {}",
-                self.status.run,
+                "run {run} {phase:?}: {} ops, {} exposures, {} anomalies, verdict {}",
                 summary.ops,
                 summary.total_exposures,
                 summary.total_anomalies,
@@ -756,13 +997,39 @@ impl Planner<'_> {
     }
 }
 
+/// Why running storms are being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Pause,
+    /// The schedule fired with `concurrencyPolicy: Replace`.
+    Replace,
+}
+
+impl Stop {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stop::Pause => "paused",
+            Stop::Replace => "replaced by the next scheduled run",
+        }
+    }
+}
+
+/// The pause reason of the operator's kill switch, whose stop is final.
+const KILL_SWITCH: &str = "KillSwitch";
+
+/// The run a target belongs to; statuses written before targets carried
+/// their run belong to the current one.
+fn run_of(target: &TargetStatus, current: u32) -> u32 {
+    if target.run == 0 { current } else { target.run }
+}
+
 /// Update one target from what its sidecar said.
 fn apply_observation(
     target: &mut TargetStatus,
     observation: Option<&StormObservation>,
     silent_secs: i64,
     lease_secs: i64,
-    paused: bool,
+    stop: Option<Stop>,
     now: &Time,
 ) {
     match observation {
@@ -803,9 +1070,9 @@ fn apply_observation(
             target.phase = TargetPhase::Failed;
             target.message = "the sidecar no longer knows this storm (was it restarted?)".into();
         }
-        Some(StormObservation::NotFound) if paused => {
+        Some(StormObservation::NotFound) if let Some(stop) = stop => {
             target.phase = TargetPhase::Aborted;
-            target.message = "paused before the storm started".into();
+            target.message = format!("{} before the storm started", stop.as_str());
         }
         Some(StormObservation::NotFound) if silent_secs > lease_secs => {
             target.phase = TargetPhase::Failed;

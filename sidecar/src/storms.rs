@@ -295,6 +295,8 @@ fn validate(request: &StormRequest) -> Result<(), InvalidSpec> {
         check: request.check.clone(),
         abort: request.abort.clone(),
         schedule: None,
+        concurrency_policy: Default::default(),
+        history_limit: 10,
         dry_run: false,
         paused: false,
         seed: Some(request.seed),

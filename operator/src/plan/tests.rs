@@ -598,14 +598,92 @@ fn pausing_stops_running_storms_and_starts_none() {
     assert_eq!(plan.status.targets[1].phase, TargetPhase::Aborted);
     assert!(starts(&plan).is_empty());
     assert!(reasons(&plan).contains(&reason::PAUSED));
-    // Once the sidecar reports the stop, the run ends Aborted.
+    // Once the sidecar reports the stop, run 1 ends Aborted and the
+    // experiment waits, paused, to run again.
     let experiment = applied(experiment, &plan);
     let mut stopped = report(0, 100);
     stopped.stop_reason = StopReason::Stopped;
     let storms = BTreeMap::from([(a.clone(), storm(&a, StormPhase::Aborted, Some(stopped)))]);
     let plan = run(&experiment, &pool, &storms, later(10));
-    assert_eq!(plan.status.phase, ExperimentPhase::Aborted);
+    assert_eq!(plan.status.phase, ExperimentPhase::Paused);
+    assert!(plan.status.interrupted);
+    assert_eq!(plan.status.runs.len(), 1);
+    assert_eq!(plan.status.runs[0].phase, ExperimentPhase::Aborted);
     assert!(plan.actions.iter().all(|a| matches!(a, Action::Event(_))));
+    let still = run(
+        &applied(experiment.clone(), &plan),
+        &pool,
+        &BTreeMap::new(),
+        later(20),
+    );
+    assert!(still.actions.is_empty(), "{:?}", still.actions);
+
+    // Lifting the pause starts the stopped run again, as run 2 with new ids.
+    let mut resumed = applied(experiment, &plan);
+    resumed.spec.paused = false;
+    let plan = run(&resumed, &pool, &BTreeMap::new(), later(30));
+    assert_eq!(plan.status.run, 2);
+    assert!(!plan.status.interrupted);
+    assert_eq!(plan.status.phase, ExperimentPhase::Running);
+    let new_ids: Vec<String> = starts(&plan).into_iter().map(|(_, id)| id).collect();
+    assert_eq!(new_ids.len(), 2);
+    assert!(new_ids.iter().all(|id| id != &a && id != &b), "{new_ids:?}");
+    assert!(plan.status.targets.iter().all(|t| t.run == 2));
+    assert_eq!(
+        reasons(&plan)[..2],
+        [reason::RESUMED, reason::RUN_STARTED],
+        "{:?}",
+        plan.actions
+    );
+    assert!(
+        plan.events()
+            .any(|e| e.message.contains("resuming the run the pause stopped"))
+    );
+}
+
+#[test]
+fn the_kill_switch_stop_is_final_when_lifted() {
+    let pool = pods(1);
+    let (experiment, first) = started(1, &pool);
+    let [a]: [String; 1] = ids(&first).try_into().unwrap();
+    let on = |storms: &BTreeMap<String, StormObservation>, at| {
+        plan(&Observation {
+            experiment: &experiment,
+            pods: &pool,
+            storms,
+            now: at,
+            kill_switch: true,
+        })
+        .unwrap()
+    };
+    let running = BTreeMap::from([(a.clone(), storm(&a, StormPhase::Running, None))]);
+    let stopping = on(&running, later(5));
+    assert_eq!(
+        count(&stopping, |a| matches!(a, Action::StopStorm { .. })),
+        1
+    );
+    let experiment = applied(experiment.clone(), &stopping);
+    let mut stopped = report(0, 100);
+    stopped.stop_reason = StopReason::Stopped;
+    let storms = BTreeMap::from([(a.clone(), storm(&a, StormPhase::Aborted, Some(stopped)))]);
+    let plan_off = plan(&Observation {
+        experiment: &experiment,
+        pods: &pool,
+        storms: &storms,
+        now: later(10),
+        kill_switch: true,
+    })
+    .unwrap();
+    assert!(!plan_off.status.interrupted);
+    let lifted = run(
+        &applied(experiment, &plan_off),
+        &pool,
+        &BTreeMap::new(),
+        later(20),
+    );
+    assert_eq!(lifted.status.phase, ExperimentPhase::Aborted);
+    assert_eq!(lifted.status.run, 1);
+    assert!(starts(&lifted).is_empty());
 }
 
 #[test]
@@ -798,3 +876,5 @@ fn no_condition_is_ever_sent_with_an_empty_message() {
         }
     }
 }
+
+mod schedule;
