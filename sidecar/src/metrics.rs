@@ -2,6 +2,7 @@
 //! (ARCHITECTURE.md): no label ever holds a key, an address or another
 //! unbounded value.
 
+use mapchaos_api::report::{AnomalyKind, ExposureKind};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -133,6 +134,17 @@ impl SidecarMetrics {
                 .expect("metric names are unique");
         }
 
+        // Every kind's series from the start, at 0: a counter that first appears
+        // with its value already N (the first storm's report) is invisible to
+        // increase()/rate(), so the anomaly alert and the exposure panels would miss
+        // every sidecar's first storm.
+        for kind in AnomalyKind::ALL {
+            anomalies.with_label_values(&[kind.as_str()]);
+        }
+        for kind in ExposureKind::ALL {
+            race_exposures.with_label_values(&[kind.as_str()]);
+        }
+
         SidecarMetrics {
             registry,
             ops,
@@ -179,5 +191,26 @@ impl SidecarMetrics {
 impl Default for SidecarMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_anomaly_and_exposure_kind_is_exported_at_zero_before_any_storm() {
+        let text = SidecarMetrics::new().render();
+        for kind in AnomalyKind::ALL {
+            let line = format!("mapchaos_anomalies_total{{kind=\"{}\"}} 0", kind.as_str());
+            assert!(text.contains(&line), "missing {line} in:\n{text}");
+        }
+        for kind in ExposureKind::ALL {
+            let line = format!(
+                "mapchaos_race_exposures_total{{kind=\"{}\"}} 0",
+                kind.as_str()
+            );
+            assert!(text.contains(&line), "missing {line} in:\n{text}");
+        }
     }
 }

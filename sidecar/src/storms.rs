@@ -85,7 +85,11 @@ impl Storm {
             message,
             ops: live.ops,
             errors: live.errors,
-            elapsed_millis: live.elapsed.as_millis() as u64,
+            // Once finished, how long the workers ran (the report's), not the time
+            // since the start, which keeps growing.
+            elapsed_millis: report
+                .as_ref()
+                .map_or(live.elapsed.as_millis() as u64, |r| r.elapsed_millis),
             report,
         }
     }

@@ -149,6 +149,10 @@ fn a_signed_put_runs_a_storm_to_completion_and_serves_its_history() {
     assert!(report["ops"].as_u64().unwrap() > 0);
     assert_eq!(report["seed"], 42);
     assert_eq!(report["check"]["anomalies"]["stale_read"], 0);
+    // A finished storm's elapsedMillis stays how long its workers ran.
+    std::thread::sleep(Duration::from_millis(700));
+    let (_, later) = api.call("GET", "/v1/storms/run-1", "", None);
+    assert_eq!(later["elapsedMillis"], report["elapsedMillis"], "{later}");
 
     let (status, history) = api.call("GET", "/v1/storms/run-1/history", "", None);
     assert_eq!(status, 200);
