@@ -5,15 +5,16 @@
 //! only when it changed) and, last, the finalizer.
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use mapchaos_api::MapChaos;
 use mapchaos_api::resource::FINALIZER;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::error::Error;
-use crate::plan::{Action, Event, EventKind, Plan};
+use crate::plan::{Action, Event, EventKind, Plan, PodRef};
 use crate::storm_client::StormClient;
 
 /// The field manager of the operator's status writes.
@@ -65,7 +66,7 @@ pub async fn act(
                     reason: event.reason.to_owned(),
                     note: Some(truncate(&event.message, 1000)),
                     action: "Reconcile".to_owned(),
-                    secondary: None,
+                    secondary: event.pod.as_ref().map(pod_reference),
                 },
                 &reference,
             )
@@ -84,8 +85,30 @@ pub async fn act(
             "kind": MapChaos::kind(&()),
             "status": plan.status,
         }));
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
-            .await?;
+        match api
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
+            .await
+        {
+            // Server-side apply leaves a map or object whose every field it
+            // removes (summary.exposures, summary.latency when a new run
+            // starts) as null, which the CRD's schema then rejects
+            // (kubernetes/kubernetes#103011). A merge patch of the difference
+            // deletes such fields instead.
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                tracing::debug!(experiment = %name, reason = %status.message, "status apply refused; writing the difference as a merge patch");
+                let old = serde_json::to_value(&experiment.status).unwrap_or(Value::Null);
+                let new = serde_json::to_value(&plan.status).unwrap_or(Value::Null);
+                let patch = Patch::Merge(json!({ "status": merge_patch(&old, &new) }));
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                };
+                api.patch_status(&name, &params, &patch).await?;
+            }
+            result => {
+                result?;
+            }
+        }
     }
 
     if plan.actions.contains(&Action::RemoveFinalizer) {
@@ -137,6 +160,11 @@ async fn storm_call(storms: &StormClient, action: &Action) -> Option<Event> {
                     kind: EventKind::Warning,
                     reason: STORM_REFUSED,
                     message: format!("{}/{}: {error}", endpoint.namespace, endpoint.pod),
+                    pod: Some(PodRef {
+                        namespace: endpoint.namespace.clone(),
+                        name: endpoint.pod.clone(),
+                        uid: String::new(),
+                    }),
                 })
             }
             Err(error) => {
@@ -163,6 +191,44 @@ async fn storm_call(storms: &StormClient, action: &Action) -> Option<Event> {
             None
         }
         Action::AddFinalizer | Action::RemoveFinalizer | Action::Event(_) => None,
+    }
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: changed and
+/// added members, `null` for removed ones, objects patched member by member,
+/// anything else replaced whole.
+pub fn merge_patch(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in new {
+                match old.get(key) {
+                    Some(before) if before == value => {}
+                    Some(before @ Value::Object(_)) if value.is_object() => {
+                        patch.insert(key.clone(), merge_patch(before, value));
+                    }
+                    _ => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in old.keys().filter(|key| !new.contains_key(*key)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
+}
+
+fn pod_reference(pod: &PodRef) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(pod.namespace.clone()),
+        name: Some(pod.name.clone()),
+        uid: (!pod.uid.is_empty()).then(|| pod.uid.clone()),
+        ..ObjectReference::default()
     }
 }
 

@@ -53,7 +53,11 @@ const CONCURRENCY: u16 = 8;
 pub struct Context {
     pub client: Client,
     pub storms: StormClient,
-    pub recorder: Recorder,
+    /// Who records the Events. Each reconcile records through a recorder
+    /// of its own: kube's `Recorder` folds an Event into an earlier one of
+    /// the same type and reason for six minutes, keeping the first message
+    /// only, and run 2's "RunStarted" must not read as run 1's.
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub kill_switch: KillSwitch,
     /// Failed reconciles in a row, by experiment, for the backoff.
@@ -61,6 +65,11 @@ pub struct Context {
 }
 
 impl Context {
+    /// A recorder for one reconcile's Events (see [`Context::reporter`]).
+    pub fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
+    }
+
     pub fn new(
         client: Client,
         storms: StormClient,
@@ -69,7 +78,7 @@ impl Context {
         kill_switch: KillSwitch,
     ) -> Self {
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             storms,
             metrics,
@@ -81,8 +90,18 @@ impl Context {
 
 /// Observe, plan and act for one experiment.
 pub async fn reconcile(experiment: Arc<MapChaos>, ctx: Arc<Context>) -> Result<Action, Error> {
+    reconcile_at(experiment, ctx, Timestamp::now()).await
+}
+
+/// [`reconcile`] as of `now`: the planner takes time as an input, so a
+/// scenario can move past a storm's lease without waiting for it.
+pub(crate) async fn reconcile_at(
+    experiment: Arc<MapChaos>,
+    ctx: Arc<Context>,
+    now: Timestamp,
+) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_once(&experiment, &ctx).await;
+    let result = reconcile_once(&experiment, &ctx, now).await;
     let label = match &result {
         Ok(_) => "ok",
         Err(error) => error.metric_label(),
@@ -96,7 +115,11 @@ pub async fn reconcile(experiment: Arc<MapChaos>, ctx: Arc<Context>) -> Result<A
     result
 }
 
-async fn reconcile_once(experiment: &MapChaos, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_once(
+    experiment: &MapChaos,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, Error> {
     let Some(kill_switch) = ctx.kill_switch.state() else {
         return Ok(Action::requeue(KILL_SWITCH_UNKNOWN_RETRY));
     };
@@ -120,7 +143,7 @@ async fn reconcile_once(experiment: &MapChaos, ctx: &Context) -> Result<Action, 
         experiment,
         pods: &pods,
         storms: &storms,
-        now: Timestamp::now(),
+        now,
         kill_switch,
     })?;
     tracing::debug!(
@@ -130,7 +153,7 @@ async fn reconcile_once(experiment: &MapChaos, ctx: &Context) -> Result<Action, 
         actions = plan.actions.len(),
         "planned"
     );
-    act::act(&api, &ctx.storms, &ctx.recorder, experiment, &plan).await?;
+    act::act(&api, &ctx.storms, &ctx.recorder(), experiment, &plan).await?;
     Ok(plan
         .requeue
         .map_or_else(Action::await_change, Action::requeue))

@@ -85,6 +85,11 @@ fn json_merge(base: &mut Value, patch: Value) {
 
 /// A Running, Ready `app=cart` pod with the sidecar, reachable on loopback.
 pub fn pod(name: &str) -> Pod {
+    pod_at(name, "127.0.0.1")
+}
+
+/// [`pod`] with its own IP (a loopback address its sidecar listens on).
+pub fn pod_at(name: &str, ip: &str) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -105,7 +110,7 @@ pub fn pod(name: &str) -> Pod {
         }),
         status: Some(PodStatus {
             phase: Some("Running".into()),
-            pod_ip: Some("127.0.0.1".into()),
+            pod_ip: Some(ip.into()),
             conditions: Some(vec![PodCondition {
                 type_: "Ready".into(),
                 status: "True".into(),

@@ -39,6 +39,8 @@ use crate::selector::{self, CandidatePod};
 /// How often running storms are polled and their leases renewed: a third
 /// of the lease, so two renewals may fail before a storm stops itself.
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(DEFAULT_LEASE.0.as_secs() / 3);
+/// How soon to look again at storms sent but not yet confirmed.
+pub const PENDING_POLL: Duration = Duration::from_secs(2);
 /// How often to look again for pods when none can be stormed.
 pub const NO_TARGETS_RETRY: Duration = Duration::from_secs(30);
 /// How late a scheduled run may start: a time the schedule fired that could
@@ -107,6 +109,18 @@ pub struct Event {
     /// CamelCase, bounded (see [`reason`]).
     pub reason: &'static str,
     pub message: String,
+    /// The target pod the Event is about (the Event's `related` object), so
+    /// each target's Events stay apart.
+    pub pod: Option<PodRef>,
+}
+
+/// A pod, as an Event's related object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    /// Empty when unknown.
+    pub uid: String,
 }
 
 /// The Event reasons.
@@ -269,6 +283,7 @@ impl Planner<'_> {
             kind,
             reason,
             message: message.into(),
+            pod: None,
         }));
     }
 
@@ -382,9 +397,15 @@ impl Planner<'_> {
             None
         };
         if active {
+            // Remember a pause's stop now: the pause may be lifted before
+            // the stopped storms are seen to end, and the run must still
+            // run again.
+            if stop == Some(Stop::Pause) && paused != Some(KILL_SWITCH) {
+                self.status.interrupted = true;
+            }
             self.observe_targets(stop);
         }
-        self.finish_runs(paused);
+        self.finish_runs();
 
         // Start what may start.
         let active = self.any_active();
@@ -402,7 +423,7 @@ impl Planner<'_> {
                 self.start_run(seed, "");
             }
         }
-        self.finish_runs(paused);
+        self.finish_runs();
 
         let active = self.any_active();
         let current = self.current_targets();
@@ -425,6 +446,17 @@ impl Planner<'_> {
         self.run_conditions();
         if active {
             self.requeue_within(RENEW_INTERVAL);
+        }
+        // A storm just sent is confirmed within moments: look again soon, so
+        // the status does not say Pending for a whole renewal interval.
+        if paused.is_none()
+            && self
+                .status
+                .targets
+                .iter()
+                .any(|t| t.phase == TargetPhase::Pending)
+        {
+            self.requeue_within(PENDING_POLL);
         }
         self.status.next_schedule_time = None;
         if let Some(schedule) = &schedule
@@ -754,6 +786,17 @@ impl Planner<'_> {
                     target.phase = TargetPhase::PodGone;
                     target.message = "the pod was replaced by a new one of the same name".into();
                 }
+                // A pod being deleted: a storm that already ran to its end
+                // keeps its result; one that ends now ends because the pod
+                // goes (the sidecar stops it on SIGTERM).
+                Some(pod) if pod.terminating => {
+                    let observation = self.input.storms.get(&target.storm_id);
+                    apply_observation(target, observation, 0, lease_secs, stop, &self.now);
+                    if target.phase != TargetPhase::Completed {
+                        target.phase = TargetPhase::PodGone;
+                        target.message = "the pod is being deleted; its storm stopped".into();
+                    }
+                }
                 Some(_) => {
                     let observation = self.input.storms.get(&target.storm_id);
                     let since = target
@@ -803,7 +846,7 @@ impl Planner<'_> {
 
     /// Record every run whose targets are all final and is not recorded
     /// as finished yet, and let go of older runs' finished targets.
-    fn finish_runs(&mut self, paused: Option<&'static str>) {
+    fn finish_runs(&mut self) {
         let current = self.status.run;
         let mut runs: Vec<u32> = self
             .status
@@ -830,7 +873,7 @@ impl Planner<'_> {
                     r.finished_at.is_some()
                 });
             if !recorded && targets.iter().all(|t| t.phase.is_final()) {
-                self.finish_run(run, &targets, paused);
+                self.finish_run(run, &targets);
             }
         }
         let current = self.status.run;
@@ -839,15 +882,17 @@ impl Planner<'_> {
             .retain(|t| run_of(t, current) == current || !t.phase.is_final());
     }
 
-    fn finish_run(&mut self, run: u32, targets: &[TargetStatus], paused: Option<&'static str>) {
+    fn finish_run(&mut self, run: u32, targets: &[TargetStatus]) {
         let now = self.now.clone();
         let phase = run_phase(targets);
         let summary = summarise(targets);
         if run == self.status.run {
             self.status.finished_at = Some(now.clone());
-            // Stopped by a spec or annotation pause: run again on resume.
-            self.status.interrupted = matches!(paused, Some(why) if why != KILL_SWITCH)
-                && targets.iter().any(|t| t.phase == TargetPhase::Aborted);
+            // A spec or annotation pause stopped it (the flag was set when
+            // the stop went out): it runs again on resume, unless every
+            // storm ran to its end anyway.
+            self.status.interrupted =
+                self.status.interrupted && targets.iter().any(|t| t.phase == TargetPhase::Aborted);
         }
         let index = match self.status.runs.iter().position(|r| r.run == run) {
             Some(index) => index,
@@ -1182,6 +1227,11 @@ fn transition_event(target: &TargetStatus, before: TargetPhase) -> Option<Event>
         kind,
         reason,
         message,
+        pod: Some(PodRef {
+            namespace: target.namespace.clone(),
+            name: target.pod.clone(),
+            uid: target.pod_uid.clone(),
+        }),
     })
 }
 

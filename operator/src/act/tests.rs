@@ -48,11 +48,14 @@ async fn a_storm_the_sidecar_refuses_becomes_a_warning_event() {
     let acting = {
         let ctx = ctx.clone();
         let experiment = experiment.clone();
-        tokio::spawn(async move { act(&api, &ctx.storms, &ctx.recorder, &experiment, &plan).await })
+        tokio::spawn(
+            async move { act(&api, &ctx.storms, &ctx.recorder(), &experiment, &plan).await },
+        )
     };
     let event = server.event().await;
     assert_eq!(event["reason"], STORM_REFUSED);
     assert_eq!(event["type"], "Warning");
+    assert_eq!(event["related"]["kind"], "Pod", "{event}");
     let note = event["note"].as_str().unwrap();
     assert!(note.starts_with("shop/cart-0: "), "{note}");
     assert!(note.contains("401"), "{note}");
@@ -90,7 +93,7 @@ async fn an_unreachable_sidecar_is_left_to_the_next_observation() {
         requeue: None,
     };
     let api: Api<MapChaos> = Api::namespaced(ctx.client.clone(), "shop");
-    act(&api, &ctx.storms, &ctx.recorder, &experiment, &plan)
+    act(&api, &ctx.storms, &ctx.recorder(), &experiment, &plan)
         .await
         .expect("no API call and no error");
     drop((api, ctx));
@@ -104,4 +107,24 @@ fn long_event_notes_are_cut_on_a_character_boundary() {
     assert_eq!(cut.len(), 1000);
     assert_eq!(truncate("short", 1000), "short");
     assert_eq!(truncate("aé", 2), "a");
+}
+
+#[test]
+fn a_merge_patch_deletes_what_the_new_status_drops() {
+    let old = json!({"phase": "Aborted", "run": 1, "summary": {"ops": 5, "exposures": {"del_del": 3},
+        "latency": {"p50": 1}, "p99": "1ms"}, "targets": [{"pod": "a"}]});
+    let new =
+        json!({"phase": "Running", "run": 2, "summary": {"ops": 0}, "targets": [{"pod": "b"}]});
+    let patch = merge_patch(&old, &new);
+    assert_eq!(
+        patch,
+        json!({"phase": "Running", "run": 2, "targets": [{"pod": "b"}],
+            "summary": {"ops": 0, "exposures": null, "latency": null, "p99": null}})
+    );
+    assert_eq!(
+        merge_patch(&Value::Null, &new),
+        new,
+        "no status yet: all of it"
+    );
+    assert_eq!(merge_patch(&new, &new), json!({}), "nothing changed");
 }

@@ -1,5 +1,6 @@
 //! The reconciler against a scripted API server and a real sidecar, one
-//! scenario per test.
+//! scenario per test. Whole storm lifecycles, over many reconciles, are in
+//! `lifecycle`, on the in-memory cluster of `fake_cluster`.
 
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use serde_json::json;
 
 use super::*;
 use crate::fixtures::{self, EXPERIMENT_PATH};
-use crate::plan::RENEW_INTERVAL;
+use crate::plan::PENDING_POLL;
+
+mod fake_cluster;
+mod lifecycle;
 
 async fn join(task: tokio::task::JoinHandle<Result<Action, Error>>) -> Result<Action, Error> {
     tokio::time::timeout(Duration::from_secs(10), task)
@@ -83,7 +87,11 @@ async fn a_finalized_experiment_starts_its_storm_and_applies_its_status_server_s
         (target.pod.as_str(), target.phase),
         ("cart-0", TargetPhase::Pending)
     );
-    assert_eq!(join(task).await.unwrap(), Action::requeue(RENEW_INTERVAL));
+    assert_eq!(
+        join(task).await.unwrap(),
+        Action::requeue(PENDING_POLL),
+        "a storm just sent is looked at again soon"
+    );
     drop(ctx);
     api.done().await;
 

@@ -272,7 +272,11 @@ fn a_run_starts_one_storm_per_chosen_eligible_pod() {
             .iter()
             .all(|t| t.phase == TargetPhase::Pending)
     );
-    assert_eq!(plan.requeue, Some(RENEW_INTERVAL));
+    assert_eq!(
+        plan.requeue,
+        Some(PENDING_POLL),
+        "a storm just sent is looked at again soon"
+    );
     assert_eq!(reasons(&plan), [reason::RUN_STARTED]);
     let selected = condition(&plan.status, condition::SELECTED);
     assert_eq!(selected.status, "True");
@@ -481,6 +485,105 @@ fn a_vanished_pod_is_marked_and_the_others_carry_on() {
     assert!(reasons(&plan).contains(&reason::TARGET_LOST));
     assert_eq!(count(&plan, |a| matches!(a, Action::RenewLease { .. })), 2);
     assert_eq!(plan.status.phase, ExperimentPhase::Running);
+}
+
+#[test]
+fn a_pod_being_deleted_is_lost_unless_its_storm_already_ran_to_its_end() {
+    let pool = pods(3);
+    let (experiment, first) = started(3, &pool);
+    let [a, b, c]: [String; 3] = ids(&first).try_into().unwrap();
+    let mut stopped = report(0, 100);
+    stopped.stop_reason = StopReason::Stopped;
+    // a: its sidecar stopped the storm on SIGTERM; b: finished before the
+    // delete; c: still running elsewhere.
+    let storms = BTreeMap::from([
+        (a.clone(), storm(&a, StormPhase::Aborted, Some(stopped))),
+        (
+            b.clone(),
+            storm(&b, StormPhase::Completed, Some(report(0, 100))),
+        ),
+        (c.clone(), storm(&c, StormPhase::Running, None)),
+    ]);
+    let mut terminating = pool.clone();
+    terminating[0].terminating = true;
+    terminating[1].terminating = true;
+    let plan = run(&experiment, &terminating, &storms, later(10));
+    let phase_of = |id: &str| {
+        plan.status
+            .targets
+            .iter()
+            .find(|t| t.storm_id == id)
+            .unwrap()
+            .phase
+    };
+    assert_eq!(
+        phase_of(&a),
+        TargetPhase::PodGone,
+        "not Aborted: the run was not stopped"
+    );
+    assert_eq!(phase_of(&b), TargetPhase::Completed);
+    assert_eq!(phase_of(&c), TargetPhase::Running);
+    assert!(reasons(&plan).contains(&reason::TARGET_LOST));
+    // When c completes, the run is Completed, not Aborted.
+    let storms = BTreeMap::from([(
+        c.clone(),
+        storm(&c, StormPhase::Completed, Some(report(0, 100))),
+    )]);
+    let done = run(
+        &applied(experiment, &plan),
+        &terminating,
+        &storms,
+        later(20),
+    );
+    assert_eq!(done.status.phase, ExperimentPhase::Completed);
+}
+
+#[test]
+fn a_pause_lifted_before_the_stop_is_seen_still_runs_again() {
+    let pool = pods(1);
+    let (mut experiment, first) = started(1, &pool);
+    let [a]: [String; 1] = ids(&first).try_into().unwrap();
+    experiment.spec.paused = true;
+    let running = BTreeMap::from([(a.clone(), storm(&a, StormPhase::Running, None))]);
+    let pausing = run(&experiment, &pool, &running, later(5));
+    assert_eq!(
+        count(&pausing, |a| matches!(a, Action::StopStorm { .. })),
+        1
+    );
+    assert!(pausing.status.interrupted);
+    // Lifted at once: the next look finds the storm Aborted, unpaused.
+    let mut experiment = applied(experiment, &pausing);
+    experiment.spec.paused = false;
+    let mut stopped = report(0, 100);
+    stopped.stop_reason = StopReason::Stopped;
+    let storms = BTreeMap::from([(a.clone(), storm(&a, StormPhase::Aborted, Some(stopped)))]);
+    let resumed = run(&experiment, &pool, &storms, later(7));
+    assert_eq!(resumed.status.run, 2);
+    assert_eq!(starts(&resumed).len(), 1);
+    assert_eq!(resumed.status.runs[0].phase, ExperimentPhase::Aborted);
+    assert!(!resumed.status.interrupted);
+}
+
+#[test]
+fn a_pause_that_came_too_late_to_stop_anything_does_not_rerun() {
+    let pool = pods(1);
+    let (mut experiment, first) = started(1, &pool);
+    let [a]: [String; 1] = ids(&first).try_into().unwrap();
+    experiment.spec.paused = true;
+    let running = BTreeMap::from([(a.clone(), storm(&a, StormPhase::Running, None))]);
+    let pausing = run(&experiment, &pool, &running, later(5));
+    let mut experiment = applied(experiment, &pausing);
+    experiment.spec.paused = false;
+    // The storm ran to its end before the stop reached it.
+    let storms = BTreeMap::from([(
+        a.clone(),
+        storm(&a, StormPhase::Completed, Some(report(0, 100))),
+    )]);
+    let plan = run(&experiment, &pool, &storms, later(7));
+    assert_eq!(plan.status.run, 1);
+    assert!(starts(&plan).is_empty());
+    assert!(!plan.status.interrupted);
+    assert_eq!(plan.status.phase, ExperimentPhase::Completed);
 }
 
 #[test]
