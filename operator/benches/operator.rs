@@ -29,10 +29,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use mapchaos_api::MapChaos;
 use mapchaos_api::resource::{FINALIZER, TargetPhase};
 use mapchaos_api::storm::StormPhase;
-use mapchaos_operator::controller::{Context, reconcile};
+use mapchaos_operator::controller::{Context, experiment_trigger, pod_trigger, reconcile};
 use mapchaos_operator::kill_switch::KillSwitch;
 use mapchaos_operator::metrics::Metrics;
-use mapchaos_operator::observe::{SIDECAR_CONTAINER, candidate};
+use mapchaos_operator::observe::SIDECAR_CONTAINER;
 use mapchaos_operator::signing_key::StormSigner;
 use mapchaos_operator::storm_client::StormClient;
 use mapchaos_sidecar::engine::{Clock, MapEngine, ShardedEngine};
@@ -426,33 +426,6 @@ fn hash(value: &impl Hash) -> u64 {
     let mut hasher = DefaultHasher::new();
     value.hash(&mut hasher);
     hasher.finish()
-}
-
-/// The fields `controller::experiment_trigger` hashes (the cache holds one
-/// u64 per object whatever is hashed).
-fn experiment_trigger(experiment: &MapChaos) -> Option<u64> {
-    let metadata = &experiment.metadata;
-    Some(hash(&(
-        metadata.generation,
-        &metadata.annotations,
-        &metadata.finalizers,
-        metadata.deletion_timestamp.is_some(),
-    )))
-}
-
-/// The fields `controller::pod_trigger` hashes.
-fn pod_trigger(pod: &Pod) -> Option<u64> {
-    let candidate = candidate(pod);
-    Some(hash(&(
-        &candidate.uid,
-        &candidate.labels,
-        &candidate.annotations,
-        &candidate.phase,
-        candidate.ready,
-        candidate.terminating,
-        candidate.has_sidecar,
-        &candidate.pod_ip,
-    )))
 }
 
 fn ip(i: usize) -> String {

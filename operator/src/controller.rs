@@ -186,7 +186,7 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// What wakes an experiment: a new generation (spec), annotations (pause),
 /// finalizers and deletion; not its status.
-fn experiment_trigger(experiment: &MapChaos) -> Option<u64> {
+pub fn experiment_trigger(experiment: &MapChaos) -> Option<u64> {
     let metadata = &experiment.metadata;
     Some(hash(&(
         metadata.generation,
@@ -197,7 +197,7 @@ fn experiment_trigger(experiment: &MapChaos) -> Option<u64> {
 }
 
 /// What of a pod can change whether or how it is stormed.
-fn pod_trigger(pod: &Pod) -> Option<u64> {
+pub fn pod_trigger(pod: &Pod) -> Option<u64> {
     let candidate = observe::candidate(pod);
     Some(hash(&(
         &candidate.uid,

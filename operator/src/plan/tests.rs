@@ -538,8 +538,10 @@ fn a_pod_being_deleted_is_lost_unless_its_storm_already_ran_to_its_end() {
     assert_eq!(done.status.phase, ExperimentPhase::Completed);
 }
 
-#[test]
-fn a_pause_lifted_before_the_stop_is_seen_still_runs_again() {
+/// One pod's storm running, then `spec.paused` set and lifted before the
+/// next look: (the resource as the pause left it, unpaused; the pool; the
+/// storm id).
+fn paused_then_lifted() -> (MapChaos, Vec<CandidatePod>, String) {
     let pool = pods(1);
     let (mut experiment, first) = started(1, &pool);
     let [a]: [String; 1] = ids(&first).try_into().unwrap();
@@ -551,9 +553,15 @@ fn a_pause_lifted_before_the_stop_is_seen_still_runs_again() {
         1
     );
     assert!(pausing.status.interrupted);
-    // Lifted at once: the next look finds the storm Aborted, unpaused.
     let mut experiment = applied(experiment, &pausing);
     experiment.spec.paused = false;
+    (experiment, pool, a)
+}
+
+#[test]
+fn a_pause_lifted_before_the_stop_is_seen_still_runs_again() {
+    // The next look finds the storm Aborted, unpaused.
+    let (experiment, pool, a) = paused_then_lifted();
     let mut stopped = report(0, 100);
     stopped.stop_reason = StopReason::Stopped;
     let storms = BTreeMap::from([(a.clone(), storm(&a, StormPhase::Aborted, Some(stopped)))]);
@@ -566,14 +574,7 @@ fn a_pause_lifted_before_the_stop_is_seen_still_runs_again() {
 
 #[test]
 fn a_pause_that_came_too_late_to_stop_anything_does_not_rerun() {
-    let pool = pods(1);
-    let (mut experiment, first) = started(1, &pool);
-    let [a]: [String; 1] = ids(&first).try_into().unwrap();
-    experiment.spec.paused = true;
-    let running = BTreeMap::from([(a.clone(), storm(&a, StormPhase::Running, None))]);
-    let pausing = run(&experiment, &pool, &running, later(5));
-    let mut experiment = applied(experiment, &pausing);
-    experiment.spec.paused = false;
+    let (experiment, pool, a) = paused_then_lifted();
     // The storm ran to its end before the stop reached it.
     let storms = BTreeMap::from([(
         a.clone(),

@@ -34,6 +34,11 @@ fn running(ids: &[String]) -> BTreeMap<String, StormObservation> {
         .collect()
 }
 
+/// `status.runs` as (run, phase).
+fn runs(plan: &Plan) -> Vec<(u32, ExperimentPhase)> {
+    plan.status.runs.iter().map(|r| (r.run, r.phase)).collect()
+}
+
 fn ids_of_run(plan: &Plan, run: u32) -> Vec<String> {
     plan.status
         .targets
@@ -104,14 +109,8 @@ fn each_time_the_schedule_fires_a_new_run_starts_with_its_own_ids_and_seed() {
     assert!(seeds.iter().all(|s| *s == run_seed(base, 2) && *s != base));
     // The finished run 1 lives on in status.runs, not in the targets.
     assert!(second.status.targets.iter().all(|t| t.run == 2));
-    let runs: Vec<(u32, ExperimentPhase)> = second
-        .status
-        .runs
-        .iter()
-        .map(|r| (r.run, r.phase))
-        .collect();
     assert_eq!(
-        runs,
+        runs(&second),
         [
             (1, ExperimentPhase::Completed),
             (2, ExperimentPhase::Running)
@@ -221,14 +220,8 @@ fn allow_overlaps_runs_on_pods_the_running_one_is_not_storming() {
     storms.extend(running(&run2));
     let later_plan = run(&experiment, &pool, &storms, later(2 * TICK + 60));
     assert!(later_plan.status.targets.iter().all(|t| t.run == 2));
-    let runs: Vec<(u32, ExperimentPhase)> = later_plan
-        .status
-        .runs
-        .iter()
-        .map(|r| (r.run, r.phase))
-        .collect();
     assert_eq!(
-        runs,
+        runs(&later_plan),
         [
             (1, ExperimentPhase::Completed),
             (2, ExperimentPhase::Running)
