@@ -731,14 +731,24 @@ def openapi_to_jsonschema(s):
     return s
 validator = jsonschema.Draft7Validator(openapi_to_jsonschema(mapchaos_schema))
 examples = sorted(glob.glob("manifests/examples/*.yaml"))
+others = 0
 for path in examples:
     for d in load(path):
         if d.get("kind") != "MapChaos" or d.get("apiVersion") != "mapchaos.io/v1alpha1":
-            err(f"{path}: not a mapchaos.io/v1alpha1 MapChaos")
+            # The demo workload: a Kubernetes object, strictly valid and restricted.
+            others += 1
+            try:
+                kubernetes_validate.validate(d, k8s_version, strict=True)
+            except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as e:
+                err(f"{path}: {d.get('kind')}: not valid Kubernetes {k8s_version}: {e}")
+                continue
+            if d["kind"] == "Deployment":
+                check_restricted(f"{path} Deployment", d["spec"]["template"]["spec"])
             continue
         for e in validator.iter_errors(d):
             err(f"{path}: {'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}")
-print(f"    {len(examples)} examples valid against the CRD schema")
+print(f"    {len(examples)} example files valid: MapChaos against the CRD schema, "
+      f"{others} other object(s) against Kubernetes {k8s_version} and Pod Security restricted")
 
 if errors:
     print(f"chart-check: {len(errors)} problem(s):", file=sys.stderr)

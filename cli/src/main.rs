@@ -2,6 +2,7 @@
 //! storm runner, the history checker, the CRD generator and the operator.
 
 mod check;
+mod demo_app;
 mod exit;
 mod manifest;
 mod metrics_server;
@@ -36,6 +37,10 @@ enum Command {
     Operator(operator::OperatorArgs),
     /// Print the MapChaos CustomResourceDefinition as YAML (what crds/ holds).
     Crd,
+    /// Run a small shopping-cart service that keeps its carts in a map (the
+    /// sidecar next to it), so a storm has an application to hurt; it
+    /// reports its latency, errors and carts lost or overwritten.
+    DemoApp(demo_app::DemoAppArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             run_service(|shutdown| mapchaos_sidecar::run(args, shutdown))
+        }
+        Command::DemoApp(args) => {
+            if let Err(error) = telemetry::init(args.log_format, &args.log) {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(2);
+            }
+            run_service(|shutdown| demo_app::run(args, shutdown))
         }
         Command::Operator(args) => {
             if let Err(error) = telemetry::init(args.log_format, &args.log) {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mapchaos_api::GoDuration;
+use mapchaos_api::spec::KeySource;
 use mapchaos_api::storm::{StopReason, StormPhase};
+use mapchaos_api::{GoDuration, Verdict};
 use mapchaos_sidecar::config::EngineKind;
 use mapchaos_sidecar::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
 use mapchaos_sidecar::metrics::SidecarMetrics;
@@ -84,6 +85,16 @@ pub struct RunArgs {
     /// Threads for the race checker (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub check_threads: usize,
+
+    /// With `--target` and `keys.source: existing`: you promise that no other
+    /// client writes the stormed keys while the storm runs, so anomalies
+    /// count as evidence. Without it, anomalies there leave the verdict
+    /// INCONCLUSIVE (exit 3): the storm cannot see other clients' writes, and
+    /// an application writing its keys looks exactly like a map losing a
+    /// delete. (A storm in the sidecar sees the application's commands and
+    /// needs no promise.)
+    #[arg(long)]
+    pub exclusive: bool,
 
     /// With `--target`: how long one request may wait for its reply.
     #[arg(long, default_value = "5s")]
@@ -198,10 +209,15 @@ pub fn run(args: RunArgs) -> Exit {
     progress.finish();
     metrics.storm_active.set(0);
 
-    let outcome = match outcome {
+    let mut outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => return Exit::cannot_run(format!("the storm could not run: {error}")),
     };
+    let others_may_write =
+        args.target.is_some() && spec.storm.keys.source == KeySource::Existing && !args.exclusive;
+    if others_may_write && outcome.report.verdict == Verdict::Fail {
+        outcome.report.verdict = Verdict::Inconclusive;
+    }
     metrics.record_report(&outcome.report);
     if let (Some(path), Some(history)) = (&args.history, &outcome.history) {
         if let Err(error) = save_history(path, history) {

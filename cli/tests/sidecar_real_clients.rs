@@ -2,65 +2,16 @@
 //! `redis-cli` (commands, `--pipe`, `--scan`) and `redis-benchmark`. They come
 //! from Debian's `redis-tools`; `.ci/run` installs it.
 
+mod common;
+
+use common::Sidecar;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-/// A running `mapchaos sidecar` on ephemeral ports, stopped with SIGTERM on drop.
-struct Sidecar {
-    child: Child,
-    resp_port: u16,
-    http_port: u16,
-}
+use std::process::{Command, Output, Stdio};
 
 impl Sidecar {
-    fn start(extra: &[&str]) -> Sidecar {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mapchaos"))
-            .args([
-                "sidecar",
-                "--resp-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mapchaos sidecar");
-        // The listening line names the bound addresses; read it, then keep
-        // draining stderr so the sidecar never blocks on a full pipe.
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent
-                    && let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                    && event["message"] == "mapchaos sidecar listening"
-                {
-                    let resp = event["resp"].as_str().unwrap_or_default().to_owned();
-                    let http = event["http"].as_str().unwrap_or_default().to_owned();
-                    let _ = tx.send((resp, http));
-                    sent = true;
-                }
-            }
-        });
-        let (resp, http) = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the sidecar logs its listening addresses within 20 s");
-        let port = |addr: &str| addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        Sidecar {
-            child,
-            resp_port: port(&resp),
-            http_port: port(&http),
-        }
-    }
-
     fn cli(&self, args: &[&str]) -> String {
         let output = redis_tool("redis-cli")
             .args(["-p", &self.resp_port.to_string()])
@@ -115,64 +66,7 @@ impl Sidecar {
     }
 
     fn http_get(&self, path: &str) -> (u16, String) {
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", self.http_port)).expect("connect to the HTTP port");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .expect("read the HTTP response");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .expect("an HTTP status line");
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body)
-            .unwrap_or("");
-        (status, body.to_owned())
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        send_sigterm(&self.child);
-        let status = wait_with_timeout(&mut self.child, Duration::from_secs(20));
-        std::mem::forget(self);
-        status
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn send_sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("poll the sidecar") {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sidecar did not exit within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        common::http_get(self.http_port, path)
     }
 }
 

@@ -156,6 +156,13 @@ pub fn verdict_line(verdict: Verdict, check: Option<&CheckReport>) -> String {
         ),
         Verdict::Inconclusive => match check {
             None => "INCONCLUSIVE: no history was checked.".into(),
+            Some(c) if c.total_anomalies() > 0 => format!(
+                "INCONCLUSIVE: {} keys show anomalies, but other clients of the target may have \
+                 written them while the storm ran, and the storm cannot see their writes. Stop \
+                 the application's writes and rerun with --exclusive, or storm in the sidecar, \
+                 which sees them.",
+                c.total_anomalies()
+            ),
             Some(c) if c.keys.unknown > 0 => format!(
                 "INCONCLUSIVE: no anomaly found, but {} keys ran out of search budget \
                  (raise check.timeoutPerKey).",

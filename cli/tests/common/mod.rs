@@ -1,0 +1,155 @@
+//! Running the `mapchaos` binary as a service in a test: started on
+//! ephemeral ports, its bound addresses read from its JSON log, stopped with
+//! SIGTERM or killed on drop.
+
+// Each test crate uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A running `mapchaos` service, killed on drop.
+pub struct Service {
+    pub child: Child,
+    /// The log line it announced itself with.
+    pub announced: Value,
+}
+
+impl Service {
+    /// Start `mapchaos ARGS --log-format json` and wait (up to 20 s) for the
+    /// JSON log line whose message is `announcement`; stderr keeps being
+    /// drained so the process never blocks on a full pipe.
+    pub fn start(args: &[&str], announcement: &'static str) -> Service {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mapchaos"))
+            .args(args)
+            .args(["--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mapchaos");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent
+                    && let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && event["message"] == announcement
+                {
+                    let _ = tx.send(event);
+                    sent = true;
+                }
+            }
+        });
+        let announced = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("mapchaos {args:?} logs {announcement:?} within 20 s"));
+        Service { child, announced }
+    }
+
+    /// The port of the address the announcement names under `field`.
+    pub fn port(&self, field: &str) -> u16 {
+        let addr = self.announced[field].as_str().unwrap_or_default();
+        addr.rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {field}: {}", self.announced))
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        send_sigterm(&self.child);
+        let status = wait_with_timeout(&mut self.child, Duration::from_secs(20));
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `mapchaos sidecar` on ephemeral ports.
+pub struct Sidecar {
+    pub service: Service,
+    pub resp_port: u16,
+    pub http_port: u16,
+}
+
+impl Sidecar {
+    pub fn start(extra: &[&str]) -> Sidecar {
+        let mut args = vec![
+            "sidecar",
+            "--resp-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let service = Service::start(&args, "mapchaos sidecar listening");
+        Sidecar {
+            resp_port: service.port("resp"),
+            http_port: service.port("http"),
+            service,
+        }
+    }
+
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.service.terminate()
+    }
+}
+
+pub fn send_sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.1, one request): status and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP port");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the HTTP response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or("");
+    (status, body.to_owned())
+}
