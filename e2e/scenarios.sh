@@ -3,12 +3,17 @@
 #
 # Usage: bash e2e/scenarios.sh   (with `bash e2e/cluster up` done; see e2e/run-scenarios.sh)
 #
+# Some scenarios only: MAPCHAOS_E2E_ONLY="storm leader" bash e2e/scenarios.sh (names or the
+# section numbers below, space- or comma-separated; an unknown one lists the valid ones). The
+# install and the uninstall always run; a scenario whose Deployments an unselected earlier one
+# would have made creates them; metrics brings the storms it reads (storm, broken, injstorm).
+#
 # Against another cluster: KUBECONFIG=... MAPCHAOS_IMAGE_REPOSITORY=ghcr.io/you/mapchaos
 # MAPCHAOS_IMAGE_TAG=... MAPCHAOS_APP_IMAGE=busybox:1.36 MAPCHAOS_E2E_PROM= bash e2e/scenarios.sh
 # (no Prometheus URL skips the metrics checks; storm status is read through the pods' IPs, so
 # the machine running this has to reach them, as the local cluster's host does).
 #
-# Environment: MAPCHAOS_E2E_PROM (Prometheus URL, empty: skip the metrics checks),
+# Environment: MAPCHAOS_E2E_ONLY (above), MAPCHAOS_E2E_PROM (Prometheus URL, empty: skip the metrics checks),
 # MAPCHAOS_IMAGE_REPOSITORY / MAPCHAOS_IMAGE_TAG (the mapchaos image), MAPCHAOS_APP_IMAGE (a
 # shell image for the application containers), MAPCHAOS_E2E_LOCAL (1: also run the checks
 # that only the local cluster allows, reading /proc and nsenter into pod pids and the
@@ -42,6 +47,39 @@ SUITE=scenarios
 # shellcheck source=checks.sh
 source "$E2E_SRC/checks.sh"
 
+# The scenarios in the order they run, as NAME:NUMBER (the number in the "== N." headings).
+SCENARIOS=(dryrun:0 install:1 storm:2 broken:3 invalid:4 midstorm:5a killswitch:5b webhook:7 injstorm:8
+    podgone:9 upgrade:10 opgone:11 leader:11b pause:12 metrics:6 uninstall:5c)
+declare -A SELECTED=()
+ONLY=${MAPCHAOS_E2E_ONLY:-}
+for entry in "${SCENARIOS[@]}"; do [[ -n "$ONLY" ]] || SELECTED[${entry%%:*}]=1; done
+if [[ -n "$ONLY" ]]; then
+    for word in ${ONLY//,/ }; do
+        found=
+        for entry in "${SCENARIOS[@]}"; do
+            if [[ "$word" == "${entry%%:*}" || "$word" == "${entry#*:}" ]]; then found=${entry%%:*}; fi
+        done
+        if [[ -z "$found" ]]; then
+            echo "MAPCHAOS_E2E_ONLY: unknown scenario '$word'; valid names (numbers): $(printf '%s ' "${SCENARIOS[@]}" |
+                sed -E 's/([a-z]+):([0-9a-z]+)/\1 (\2)/g')" >&2
+            exit 2
+        fi
+        SELECTED[$found]=1
+    done
+    SELECTED[install]=1 SELECTED[uninstall]=1
+    # The metrics checks read what these storms left in Prometheus.
+    [[ -z ${SELECTED[metrics]:-} ]] || SELECTED[storm]=1 SELECTED[broken]=1 SELECTED[injstorm]=1
+fi
+# section NAME HEADING: true (and the heading said) when scenario NAME is selected.
+section() {
+    if [[ -n ${SELECTED[$1]:-} ]]; then say "$2"; else return 1; fi
+}
+if [[ -n "$ONLY" ]]; then
+    selected=()
+    for entry in "${SCENARIOS[@]}"; do [[ -z ${SELECTED[${entry%%:*}]:-} ]] || selected+=("${entry%%:*}"); done
+    say "MAPCHAOS_E2E_ONLY=\"$ONLY\": running ${selected[*]}"
+fi
+
 # jqe FILTER: jq -e on stdin, quiet, and false on empty input (plain `jq -e` says true).
 jqe() {
     local input
@@ -72,6 +110,15 @@ sidecar_storms() {
     done
 }
 export -f sidecar_storms
+# sidecar_storms1 FILTER "IP ID": the same for exactly one storm.
+sidecar_storms1() {
+    local filter=$1 ip id
+    shift
+    (($# == 1)) || return 1
+    read -r ip id <<<"$1"
+    curl -sf --max-time 5 "http://$ip:9464/v1/storms/$id" | jqe "$filter"
+}
+export -f sidecar_storms1
 
 dump() {
     say "---- diagnostics ----"
@@ -120,6 +167,8 @@ HELM_HOME=$(mktemp -d)
 trap 'rm -rf "$HELM_HOME"' EXIT
 export HELM_CACHE_HOME="$HELM_HOME/cache" HELM_CONFIG_HOME="$HELM_HOME/config" HELM_DATA_HOME="$HELM_HOME/data"
 helm() { "$HELM" "$@"; }
+export HELM HELM_HOME RELEASE REPO OP_NS IMAGE_REPO IMAGE_TAG
+export -f helm
 
 say "cluster: $(kubectl version -o json 2>/dev/null | jq -r .serverVersion.gitVersion), $(helm version --short)"
 if [[ -n ${MAPCHAOS_E2E_LOCAL:-} ]]; then
@@ -139,7 +188,7 @@ kubectl delete namespace "$NS" "$NS2" --wait=true --timeout=60s >/dev/null 2>&1
 kubectl create namespace "$NS" >/dev/null
 
 # =======================================================================================
-say "== 0. helm install --dry-run=server against the live API server creates nothing"
+if section dryrun "== 0. helm install --dry-run=server against the live API server creates nothing"; then
 ns_existed=$(kubectl get namespace "$OP_NS" -o name 2>/dev/null)
 # dry_run NAME HELM-ARGS...: the release JSON in $HELM_HOME/NAME.json, stderr in NAME.err.
 dry_run() {
@@ -154,8 +203,7 @@ manifest() {
     jq -r .manifest "$HELM_HOME/$1.json" |
         python3 -c 'import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))'
 }
-export HELM HELM_HOME RELEASE REPO OP_NS IMAGE_REPO IMAGE_TAG
-export -f helm dry_run manifest
+export -f dry_run manifest
 if dry_run defaults; then
     pass "dry run with the default values succeeds"
 else
@@ -196,6 +244,7 @@ check "the dry runs created no cluster object of the chart (ClusterRole, binding
 check "the dry runs created no Role in $NS and no object in $OP_NS" bash -c "
     [[ -z \$(kubectl -n $NS get role,rolebinding -l app.kubernetes.io/instance=$RELEASE -o name) ]] &&
     [[ -z \$(kubectl -n $OP_NS get deploy,secret,service,serviceaccount,configmap -l app.kubernetes.io/instance=$RELEASE -o name 2>/dev/null) ]]"
+fi
 
 # =======================================================================================
 say "== 1. install: CRD, then the chart; the operator runs with the chart's RBAC and token"
@@ -240,30 +289,14 @@ local_check "operator logs have no ERROR so far" bash -c "! grep -q ERROR '$DIR'
 # by hand as README "The sidecar in your pods" describes. EXTRA: extra sidecar args (JSON).
 demo_deployment() {
     local name=$1 replicas=$2 extra=${3:-}
-    kubectl apply -f - >/dev/null <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: $name, namespace: $NS}
-spec:
-  replicas: $replicas
-  selector: {matchLabels: {app: $name}}
-  template:
-    metadata:
-      labels: {app: $name, mapchaos.io/sidecar: "true"}
-      annotations: {prometheus.io/scrape: "true", prometheus.io/port: "9464"}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: $APP_IMAGE
-        command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    app_deployment "$name" "$NS" "$replicas" ', mapchaos.io/sidecar: "true"' \
+        ', prometheus.io/scrape: "true", prometheus.io/port: "9464"' "
       - name: mapchaos-sidecar
         image: $IMAGE_REPO:$IMAGE_TAG
-        args: [sidecar, --http-addr, "0.0.0.0:9464", --log-format, text$extra]
-        env: [{name: MAPCHAOS_OPERATOR_PUBLIC_KEY, value: "$PUBKEY"}]
+        args: [sidecar, --http-addr, \"0.0.0.0:9464\", --log-format, text$extra]
+        env: [{name: MAPCHAOS_OPERATOR_PUBLIC_KEY, value: \"$PUBKEY\"}]
         ports: [{name: mapchaos-http, containerPort: 9464}]
-        readinessProbe: {httpGet: {path: /readyz, port: mapchaos-http}, periodSeconds: 2}
-EOF
+        readinessProbe: {httpGet: {path: /readyz, port: mapchaos-http}, periodSeconds: 2}"
 }
 
 # A MapChaos NAME on pods labelled app=APP: MODE, VALUE, DURATION, small synthetic keyspace.
@@ -287,8 +320,109 @@ spec:
 EOF
 }
 
+# app_deployment NAME NAMESPACE REPLICAS LABELS ANNOTATIONS [CONTAINERS]: an application
+# container, and CONTAINERS (more container list items, YAML); LABELS and ANNOTATIONS are
+# extra flow-mapping entries (", key: value").
+app_deployment() {
+    local name=$1 ns=$2 replicas=$3 labels=$4 annotations=$5 containers=${6:-}
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $name, namespace: $ns}
+spec:
+  replicas: $replicas
+  selector: {matchLabels: {app: $name}}
+  template:
+    metadata:
+      labels: {app: $name$labels}
+      annotations: {mapchaos-e2e/app: "$name"$annotations}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: $APP_IMAGE
+        command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]$containers
+EOF
+}
+# inject_namespace: $NS2, labelled mapchaos.io/inject: "true" (created when missing).
+inject_namespace() {
+    kubectl get namespace "$NS2" >/dev/null 2>&1 || kubectl create namespace "$NS2" >/dev/null
+    kubectl label --overwrite namespace "$NS2" mapchaos.io/inject=true >/dev/null
+}
+# The webhook scenario's Deployments: injected (3 pods labelled for injection, scraped) and
+# nsinjected (1 unlabelled pod in $NS2).
+injected_deployment() {
+    app_deployment injected "$NS" 3 ', mapchaos.io/inject: "true"' ', prometheus.io/scrape: "true", prometheus.io/port: "9464"'
+}
+nsinjected_deployment() { app_deployment nsinjected "$NS2" 1 '' ''; }
+available() { [[ $(kubectl -n "$1" get deploy "$2" -o jsonpath='{.status.availableReplicas}') == "$3" ]]; }
+export -f available
+pods_of() { kubectl -n "$1" get pods -l app="$2" -o json | jq '.items |= map(select(.metadata.deletionTimestamp == null))'; }
+
+# wait_webhook: until a server-side dry run of a pod labelled mapchaos.io/inject comes back
+# with the sidecar (at most 60s): pods created before the webhook answers get none.
+wait_webhook() {
+    local start=$SECONDS
+    until kubectl create --dry-run=server -o json -f - 2>/dev/null <<EOF | jqe '.spec.containers | length == 2'; do
+apiVersion: v1
+kind: Pod
+metadata: {name: mapchaos-webhook-probe, namespace: $NS, labels: {mapchaos.io/inject: "true"}}
+spec: {containers: [{name: app, image: $APP_IMAGE}]}
+EOF
+        ((SECONDS - start < 60)) || return 0
+        sleep 1
+    done
+}
+
+# need_demo, need_injected, need_nsinjected: an earlier scenario's Deployment, created (and
+# waited for) only when that scenario did not run (MAPCHAOS_E2E_ONLY); otherwise nothing.
+need_demo() {
+    k get deploy demo >/dev/null 2>&1 && return
+    say "Deployment demo missing (scenario storm not run): creating it"
+    demo_deployment demo 4
+    eventually 120 "Deployment demo has 4 available replicas" available "$NS" demo 4
+}
+need_injected() {
+    k get deploy injected >/dev/null 2>&1 && return
+    say "Deployment injected missing (scenario webhook not run): creating it"
+    wait_webhook
+    injected_deployment
+    eventually 90 "Deployment injected has 3 available replicas, each with the injected sidecar" bash -c "
+        available $NS injected 3 && kubectl -n $NS get pods -l app=injected -o json |
+            jqe '[.items[] | select(.metadata.deletionTimestamp == null and (.spec.containers | length == 2))] | length == 3'"
+}
+need_nsinjected() {
+    kubectl -n "$NS2" get deploy nsinjected >/dev/null 2>&1 && return
+    say "Deployment nsinjected missing (scenario webhook not run): creating it"
+    wait_webhook
+    inject_namespace
+    nsinjected_deployment
+    eventually 90 "Deployment nsinjected has 1 available replica" available "$NS2" nsinjected 1
+}
+
+# storm_ops IP: the storm operations a sidecar has counted since it started.
+storm_ops() {
+    curl -sf --max-time 5 "http://$1:9464/metrics" |
+        awk '/^mapchaos_ops_total\{/ && /source="storm"/ { s += $2 } END { printf "%d\n", s }'
+}
+# one_storm_each: no second storm: each sidecar of OSTORMS ("IP ID", 3 of them) counted
+# exactly its storm's ops since OPS_BEFORE[IP] was read.
+one_storm_each() {
+    local t ip id ops before after
+    ((${#OSTORMS[@]} == 3)) || return 1
+    for t in "${OSTORMS[@]}"; do
+        read -r ip id <<<"$t"
+        [[ -n ${OPS_BEFORE[$ip]:-} ]] || return 1
+        ops=$(curl -sf --max-time 5 "http://$ip:9464/v1/storms/$id" | jq -r .ops) || return 1
+        before=${OPS_BEFORE[$ip]}
+        after=$(storm_ops "$ip")
+        say "  $ip: storm $id: $ops ops; the sidecar's storm-op counter went $before -> $after"
+        ((after - before == ops)) || return 1
+    done
+}
+
 # =======================================================================================
-say "== 2. storm: 4 pods with sidecars, fixed-percent 50"
+if section storm "== 2. storm: 4 pods with sidecars, fixed-percent 50"; then
 demo_deployment demo 4
 eventually 120 "Deployment demo has 4 available replicas (app + sidecar Ready)" \
     bash -c "[[ \$(kubectl -n $NS get deploy demo -o jsonpath='{.status.availableReplicas}') == 4 ]]"
@@ -329,12 +463,22 @@ check "kubectl get mc shows the printer columns PHASE TARGETS EXPOSURES ANOMALIE
     bash -c "head -n1 <<<'$GET_MC' | grep -Eq 'NAME +PHASE +TARGETS +EXPOSURES +ANOMALIES +P99 +AGE'"
 check "kubectl get mc row: Completed, 2 targets, exposures, 0 anomalies, a p99" bash -c "
     tail -n1 <<<'$GET_MC' | grep -Eq '^storm +Completed +2 +[1-9][0-9]* +0 +[0-9.]+(ns|us|µs|ms|s)'"
+fi
 
 # =======================================================================================
-say "== 3. broken engine: sidecars with --engine lagging"
+if section broken "== 3. broken engine: sidecars with --engine lagging"; then
 demo_deployment lagging 2 ', --engine, lagging'
 eventually 120 "Deployment lagging has 2 available replicas" \
     bash -c "[[ \$(kubectl -n $NS get deploy lagging -o jsonpath='{.status.availableReplicas}') == 2 ]]"
+if [[ -n "$PROM" ]]; then
+    # The anomaly alert needs the counters' rise from 0: wait (at most 60s) until Prometheus
+    # has scraped both new pods before the storm, or its first sample may already hold them.
+    for _ in {1..60}; do
+        curl -sf --max-time 5 "$PROM/api/v1/query" --data-urlencode "query=count(up{namespace=\"$NS\",pod=~\"lagging-.*\"} == 1)" |
+            jqe '.data.result[0].value[1] == "2"' && break
+        sleep 1
+    done
+fi
 mapchaos broken lagging all 0 10s
 eventually 120 "MapChaos broken finishes" mc_jq broken '.status.phase == "Completed" or .status.phase == "Failed"'
 B=$(mc_json broken)
@@ -361,9 +505,10 @@ if [[ -n "$PROM" ]]; then
             curl -sf '$PROM/api/v1/alerts' | jqe '[.data.alerts[] | select(.labels.alertname == \"MapChaosAnomaliesDetected\" and .labels.namespace == \"$NS\" and .state == \"firing\")] | length > 0'"
     fi
 fi
+fi
 
 # =======================================================================================
-say "== 4. invalid spec: fixed-percent 150"
+if section invalid "== 4. invalid spec: fixed-percent 150"; then
 mapchaos invalid demo fixed-percent 150 10s
 restarts_before=$(kubectl -n "$OP_NS" get pod "$OP_POD" -o jsonpath='{.status.containerStatuses[0].restartCount}')
 eventually 30 "invalid: condition Valid=False with a message" \
@@ -377,9 +522,11 @@ check "operator pod still Ready with no restarts" bash -c "
     kubectl -n $OP_NS get pod $OP_POD -o json | jqe '.status.containerStatuses[0].ready and .status.containerStatuses[0].restartCount == $restarts_before'"
 k delete mapchaos invalid --wait=true --timeout=30s >/dev/null
 check "invalid MapChaos deletes cleanly" bash -c "! kubectl -n $NS get mapchaos invalid >/dev/null 2>&1"
+fi
 
 # =======================================================================================
-say "== 5a. lifecycle: delete a MapChaos mid-storm"
+if section midstorm "== 5a. lifecycle: delete a MapChaos mid-storm"; then
+need_demo
 mapchaos midstorm demo fixed-percent 50 5m
 running_storms() {
     mc_jq midstorm '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 2)'
@@ -394,9 +541,11 @@ k delete mapchaos midstorm --wait=false >/dev/null
 eventually 30 "midstorm: the MapChaos disappears (finalizer released)" bash -c "! kubectl -n $NS get mapchaos midstorm >/dev/null 2>&1"
 # A DELETE stops the workers at once; the sidecar then checks what ran, and ends Aborted.
 eventually 30 "midstorm: each sidecar's storm is stopped (Aborted)" sidecar_storms '.phase == "Aborted"' "${MID[@]}"
+fi
 
 # =======================================================================================
-say "== 5b. lifecycle: the kill switch pauses a running experiment"
+if section killswitch "== 5b. lifecycle: the kill switch pauses a running experiment"; then
+need_demo
 mapchaos paused demo fixed-percent 50 5m
 eventually 60 "paused: storms Running" \
     mc_jq paused '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 2)'
@@ -420,43 +569,18 @@ eventually 40 "paused: the experiment created under the kill switch starts after
     mc_jq paused-late '.status.phase == "Completed" and .status.summary.targets == 1'
 k delete mapchaos paused paused-late --wait=false >/dev/null
 eventually 30 "paused: both experiments delete cleanly" bash -c "[[ -z \$(kubectl -n $NS get mapchaos paused paused-late -o name 2>/dev/null) ]]"
+fi
 
 # =======================================================================================
-say "== 7. sidecar injection by the operator's webhook"
-# app_deployment NAME NAMESPACE REPLICAS LABELS ANNOTATIONS: an application container only;
-# LABELS and ANNOTATIONS are extra flow-mapping entries (", key: value").
-app_deployment() {
-    local name=$1 ns=$2 replicas=$3 labels=$4 annotations=$5
-    kubectl apply -f - >/dev/null <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: $name, namespace: $ns}
-spec:
-  replicas: $replicas
-  selector: {matchLabels: {app: $name}}
-  template:
-    metadata:
-      labels: {app: $name$labels}
-      annotations: {mapchaos-e2e/app: "$name"$annotations}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: $APP_IMAGE
-        command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
-EOF
-}
-kubectl create namespace "$NS2" >/dev/null
-kubectl label namespace "$NS2" mapchaos.io/inject=true >/dev/null
-app_deployment injected "$NS" 3 ', mapchaos.io/inject: "true"' ', prometheus.io/scrape: "true", prometheus.io/port: "9464"'
+if section webhook "== 7. sidecar injection by the operator's webhook"; then
+wait_webhook
+inject_namespace
+injected_deployment
 app_deployment plain "$NS" 1 '' ''
 app_deployment optout "$NS" 1 ', mapchaos.io/inject: "true"' ', mapchaos.io/inject: "false"'
-app_deployment nsinjected "$NS2" 1 '' ''
+nsinjected_deployment
 app_deployment nsoptout "$NS2" 1 '' ', mapchaos.io/inject: "false"'
-available() { [[ $(kubectl -n "$1" get deploy "$2" -o jsonpath='{.status.availableReplicas}') == "$3" ]]; }
-export -f available
 eventually 90 "Deployment injected (labelled mapchaos.io/inject) has 3 available replicas" available "$NS" injected 3
-pods_of() { kubectl -n "$1" get pods -l app="$2" -o json | jq '.items |= map(select(.metadata.deletionTimestamp == null))'; }
 INJ=$(pods_of "$NS" injected)
 check "injected: the 3 pods have containers [app, mapchaos-sidecar]" \
     jqe '(.items | length == 3) and (.items | all(.spec.containers | map(.name) == ["app", "mapchaos-sidecar"]))' <<<"$INJ"
@@ -494,8 +618,10 @@ check "nsinjected: an unlabelled pod in a namespace labelled mapchaos.io/inject 
 check "nsoptout: a pod annotated mapchaos.io/inject: \"false\" in that namespace gets no sidecar" not_injected "$NS2" nsoptout
 local_check "operator log: 'sidecar injected' for the labelled namespace's pod" bash -c "
     grep -h 'sidecar injected' '$DIR'/pods/${OP_NS}_*/logs/operator.log | grep -q '$NS2'"
+fi
 
-say "== 8. a storm on the injected pods"
+if section injstorm "== 8. a storm on the injected pods"; then
+need_injected
 mapchaos injstorm injected all 0 10s
 eventually 120 "injstorm: Completed" mc_jq injstorm '.status.phase == "Completed"'
 I=$(mc_json injstorm)
@@ -505,9 +631,11 @@ check "injstorm: 3 targets, exposures, no anomaly, verdict Pass" \
 mapfile -t ISTORMS < <(jq -r '.status.targets[]? | "\(.ip) \(.stormId)"' <<<"$I")
 check "injstorm: each injected sidecar reports its storm Completed with ops > 0" \
     sidecar_storms '.phase == "Completed" and .ops > 0' "${ISTORMS[@]}"
+fi
 
 # =======================================================================================
-say "== 9. a target pod deleted mid-storm"
+if section podgone "== 9. a target pod deleted mid-storm"; then
+need_injected
 mapchaos podgone injected all 0 40s
 eventually 30 "podgone: 3 storms Running" \
     mc_jq podgone '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 3)'
@@ -530,9 +658,11 @@ check "podgone: the surviving sidecars report their storms Completed with ops > 
     sidecar_storms '.phase == "Completed" and .ops > 0' "${SURVIVORS[@]}"
 eventually 60 "injected: the Deployment's replacement pod is injected and Ready (3 again)" \
     bash -c "available $NS injected 3 && [[ \$(kubectl -n $NS get pods -l app=injected -o json | jq '[.items[] | select(.metadata.deletionTimestamp == null and (.spec.containers | length == 2))] | length') == 3 ]]"
+fi
 
 # =======================================================================================
-say "== 10. helm upgrade keeps the webhook certificates and the signing key"
+if section upgrade "== 10. helm upgrade keeps the webhook certificates and the signing key"; then
+need_nsinjected
 secret_data() { kubectl -n "$OP_NS" get secret "$1" -o json | jq -cS .data; }
 ca_bundles() { kubectl get mutatingwebhookconfiguration "$RELEASE-sidecar-injector" -o json | jq -c '[.webhooks[].clientConfig.caBundle]'; }
 TLS_BEFORE=$(secret_data "$RELEASE-webhook-tls")
@@ -561,22 +691,28 @@ eventually 60 "upgrade: a new pod is still injected, with the same public key, a
     kubectl -n $NS2 get pods -l app=nsinjected -o json | jqe --arg key '$PUBKEY' '[.items[] | select(.metadata.deletionTimestamp == null)] |
         length == 1 and all((.spec.containers | map(.name) == [\"app\", \"mapchaos-sidecar\"]) and .spec.containers[1].env[0].value == \$key
             and (.status.containerStatuses | length == 2 and all(.ready)))'"
+fi
+
+# storm_on_injected NAME DURATION: note each injected pod's storm-op counter (OPS_BEFORE, by
+# pod IP), start MapChaos NAME on all 3 injected pods and wait until their storms run;
+# STARTED is the MapChaos then, OSTORMS its storms as "IP ID".
+storm_on_injected() {
+    local name=$1 duration=$2 ip
+    mapfile -t INJ_IPS < <(kubectl -n "$NS" get pods -l app=injected -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | .status.podIP')
+    declare -gA OPS_BEFORE=()
+    for ip in "${INJ_IPS[@]}"; do OPS_BEFORE[$ip]=$(storm_ops "$ip"); done
+    mapchaos "$name" injected all 0 "$duration"
+    eventually 30 "$name: 3 storms Running" \
+        mc_jq "$name" '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 3)'
+    STARTED=$(mc_json "$name")
+    mapfile -t OSTORMS < <(jq -r '.status.targets[] | "\(.ip) \(.stormId)"' <<<"$STARTED")
+}
 
 # =======================================================================================
-say "== 11. the operator pod deleted mid-storm"
-# storm_ops IP: the storm operations a sidecar has counted since it started.
-storm_ops() {
-    curl -sf --max-time 5 "http://$1:9464/metrics" |
-        awk '/^mapchaos_ops_total\{/ && /source="storm"/ { s += $2 } END { printf "%d\n", s }'
-}
-mapfile -t INJ_IPS < <(kubectl -n "$NS" get pods -l app=injected -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | .status.podIP')
-declare -A OPS_BEFORE=()
-for ip in "${INJ_IPS[@]}"; do OPS_BEFORE[$ip]=$(storm_ops "$ip"); done
-mapchaos opgone injected all 0 30s
-eventually 30 "opgone: 3 storms Running" \
-    mc_jq opgone '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 3)'
-O1=$(mc_json opgone)
-mapfile -t OSTORMS < <(jq -r '.status.targets[] | "\(.ip) \(.stormId)"' <<<"$O1")
+if section opgone "== 11. the operator pod deleted mid-storm"; then
+need_injected
+storm_on_injected opgone 30s
+O1=$STARTED
 OLD_OP=$OP_POD
 kubectl -n "$OP_NS" delete pod "$OLD_OP" --wait=false >/dev/null
 eventually 60 "opgone: the Deployment's replacement operator pod is Ready" bash -c "
@@ -592,19 +728,6 @@ check "opgone: status.run stays 1, one run recorded, verdict Pass" \
 check "opgone: the targets keep their storm ids" \
     test "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$O2")" = "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$O1")"
 check "opgone: each sidecar reports that one storm Completed" sidecar_storms '.phase == "Completed" and .ops > 0' "${OSTORMS[@]}"
-one_storm_each() {
-    local t ip id ops before after
-    ((${#OSTORMS[@]} == 3)) || return 1
-    for t in "${OSTORMS[@]}"; do
-        read -r ip id <<<"$t"
-        [[ -n ${OPS_BEFORE[$ip]:-} ]] || return 1
-        ops=$(curl -sf --max-time 5 "http://$ip:9464/v1/storms/$id" | jq -r .ops) || return 1
-        before=${OPS_BEFORE[$ip]}
-        after=$(storm_ops "$ip")
-        say "  $ip: storm $id: $ops ops; the sidecar's storm-op counter went $before -> $after"
-        ((after - before == ops)) || return 1
-    done
-}
 check "opgone: no second storm: each sidecar's storm-op counter grew by exactly its one storm's ops" one_storm_each
 check "opgone: no storm active on any target now" bash -c "
     for t in ${OSTORMS[*]// /@}; do curl -sf --max-time 5 http://\${t%@*}:9464/metrics | grep -qx 'mapchaos_storm_active 0' || exit 1; done"
@@ -613,9 +736,114 @@ local_check "opgone: each target's sidecar log started storms only with this run
         id=\${t#*@}
         [[ \$(grep -h 'storm starting' '$DIR'/pods/${NS}_*/logs/mapchaos-sidecar.log | grep -c \"\$id\") == 1 ]] || exit 1
     done"
+fi
+
+# upgrade_check ARGS...: `helm upgrade --reuse-values ARGS --wait` of the release, as a check.
+upgrade_check() {
+    local out="$HELM_HOME/upgrade-$RANDOM.out"
+    if helm upgrade "$RELEASE" "$REPO/charts/mapchaos" -n "$OP_NS" --reuse-values "$@" \
+        --wait --timeout 120s >"$out" 2>&1; then
+        pass "helm upgrade $RELEASE --reuse-values $* --wait"
+    else
+        fail "helm upgrade $*: $(head -c 600 "$out")"
+    fi
+}
 
 # =======================================================================================
-say "== 12. pause and resume: spec.paused, then the pause annotation"
+if section leader "== 11b. leader election: 2 replicas, the leader deleted mid-storm"; then
+need_injected
+# op_pods: the operator pods not being deleted, as a JSON array.
+op_pods() {
+    kubectl -n "$OP_NS" get pods -l app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=operator -o json |
+        jq '[.items[] | select(.metadata.deletionTimestamp == null)]'
+}
+lease_json() { kubectl -n "$OP_NS" get lease mapchaos-operator -o json 2>/dev/null; }
+lease_holder() { lease_json | jq -r '.spec.holderIdentity // empty'; }
+# op_log POD: that operator pod's log, without colours.
+op_log() {
+    local f
+    for f in "$DIR"/pods/"${OP_NS}_$1"_*/logs/operator.log; do [[ -f "$f" ]] && sed 's/\x1b\[[0-9;]*m//g' "$f"; done
+}
+# log_time POD PATTERN: the timestamp of the first line of POD's log matching PATTERN.
+log_time() { op_log "$1" | grep -m1 -- "$2" | awk '{print $1}'; }
+# led_before_reconciling POD...: each pod waited for the Lease (leader election on) and
+# started its controllers only after "leading"; a pod that never led started none.
+led_before_reconciling() {
+    local pod
+    (($# > 0)) || return 1
+    for pod; do
+        op_log "$pod" | awk '/waiting for leadership/ { w = 1 } /leader: leading / { l = 1 }
+            /controller started|caches synced|kill switch read/ && !l { bad = 1 } END { exit !(w && !bad) }' || return 1
+    done
+}
+upgrade_check --set replicaCount=2
+eventually 90 "leader: exactly 2 operator pods, both Ready (the standby too), both with --leader-election" bash -c "
+    kubectl -n $OP_NS get pods -l app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=operator -o json |
+        jqe '(.items | length == 2) and (.items | all(.metadata.deletionTimestamp == null and .status.containerStatuses[0].ready
+            and (.spec.containers[0].args | index(\"--leader-election\"))))'"
+mapfile -t LE_PODS < <(op_pods | jq -r '.[].metadata.name')
+lease_held_by_one() {
+    local holder
+    holder=$(lease_holder)
+    ((${#LE_PODS[@]} == 2)) && [[ -n "$holder" && ( "$holder" == "${LE_PODS[0]}" || "$holder" == "${LE_PODS[1]}" ) ]]
+}
+eventually 30 "leader: the Lease mapchaos-operator's holderIdentity is one of the two pods (${LE_PODS[*]})" lease_held_by_one
+LEADER=$(lease_holder)
+STANDBY=$(printf '%s\n' "${LE_PODS[@]}" | grep -vxF -- "$LEADER" | head -n1)
+TRANSITIONS=$(lease_json | jq -r '.spec.leaseTransitions // 0')
+say "leader: $LEADER leads, $STANDBY stands by; Lease: $(lease_json | jq -c .spec)"
+local_check "leader: the standby $STANDBY waits for the Lease and started no controller; the leader started its controllers after leading" \
+    led_before_reconciling "$STANDBY" "$LEADER"
+storm_on_injected leader 40s
+L1=$STARTED
+kubectl -n "$OP_NS" delete pod "$LEADER" --wait=false >/dev/null
+lease_moved() {
+    local holder
+    holder=$(lease_holder)
+    [[ -n "$holder" && "$holder" != "$LEADER" ]] && op_pods | jqe --arg h "$holder" 'any(.[]; .metadata.name == $h)'
+}
+eventually 30 "leader: the Lease moves from the deleted $LEADER to a live operator pod" lease_moved
+NEW_LEADER=$(lease_holder)
+if [[ "$NEW_LEADER" == "$STANDBY" ]]; then
+    say "leader: the standby $STANDBY took over"
+else
+    say "leader: $NEW_LEADER took over (the Deployment's replacement pod; the standby $STANDBY still stands by)"
+fi
+check "leader: the Lease's leaseTransitions grew ($TRANSITIONS before)" \
+    jqe --argjson t "$TRANSITIONS" '.spec.leaseTransitions > $t' < <(lease_json)
+eventually 60 "leader: the old leader pod $LEADER is gone" bash -c "! kubectl -n $OP_NS get pod $LEADER >/dev/null 2>&1"
+eventually 90 "leader: the run completes under the new leader" mc_jq leader '.status.phase == "Completed"'
+L2=$(mc_json leader)
+say "leader summary: run $(jq -r .status.run <<<"$L2"), $(jq -c '.status.summary | {targets, ops, totalAnomalies, verdict}' <<<"$L2")"
+check "leader: status.run stays 1, one run recorded, verdict Pass" \
+    jqe '.status.run == 1 and (.status.runs | length == 1) and .status.summary.verdict == "Pass" and .status.summary.targets == 3' <<<"$L2"
+check "leader: the targets keep their storm ids" \
+    test "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$L2")" = "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$L1")"
+check "leader: each sidecar reports that one storm Completed" sidecar_storms '.phase == "Completed" and .ops > 0' "${OSTORMS[@]}"
+check "leader: no second storm: each sidecar's storm-op counter grew by exactly its one storm's ops" one_storm_each
+say "leader: Events of MapChaos leader by reporting instance: $(k get events --field-selector involvedObject.kind=MapChaos,involvedObject.name=leader -o json |
+    jq -c '[.items[] | "\(.reason)@\(.reportingInstance)"]')"
+check "leader: every Event of MapChaos leader was reported by a Lease holder ($LEADER, then $NEW_LEADER)" bash -c "
+    k get events --field-selector involvedObject.kind=MapChaos,involvedObject.name=leader -o json |
+        jqe --arg a '$LEADER' --arg b '$NEW_LEADER' '(.items | length > 0) and (.items | all(.reportingInstance == \$a or .reportingInstance == \$b))'"
+others=$(printf '%s\n' "$STANDBY" "$NEW_LEADER" | sort -u | paste -sd ' ')
+# shellcheck disable=SC2086
+local_check "leader: only one replica reconciled at a time: each of $others started controllers only after leading" \
+    led_before_reconciling $others
+local_check "leader: $LEADER released the Lease before $NEW_LEADER took it (log timestamps)" bash -c "
+    released='$(log_time "$LEADER" 'leader: released')' leading='$(log_time "$NEW_LEADER" 'leader: leading ')'
+    [[ -n \$released && -n \$leading && ! \$leading < \$released ]]"
+upgrade_check --set replicaCount=1
+eventually 90 "leader: back to exactly 1 operator pod, Ready, still electing (--leader-election is on by default)" bash -c "
+    kubectl -n $OP_NS get pods -l app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=operator -o json |
+        jqe '(.items | length == 1) and (.items[0] | .metadata.deletionTimestamp == null and .status.containerStatuses[0].ready
+            and (.spec.containers[0].args | index(\"--leader-election\")))'"
+OP_POD=$(operator_pod)
+fi
+
+# =======================================================================================
+if section pause "== 12. pause and resume: spec.paused, then the pause annotation"; then
+need_injected
 # mc_with NAME JQ-ARGS... FILTER: jq -e over the MapChaos object with extra jq arguments.
 mc_with() {
     local name=$1
@@ -668,9 +896,10 @@ pause_resume pausable "spec.paused: true" \
 pause_resume annpause "annotation mapchaos.io/pause: \"true\"" \
     "k annotate mc annpause mapchaos.io/pause=true" \
     "k annotate mc annpause mapchaos.io/pause-" PauseAnnotation
+fi
 
 # =======================================================================================
-say "== 6. metrics through Prometheus"
+if section metrics "== 6. metrics through Prometheus"; then
 if [[ -n "$PROM" ]]; then
     promq() { curl -sf --max-time 5 "$PROM/api/v1/query" --data-urlencode "query=$1"; }
     eventually 60 "Prometheus: sum(mapchaos_ops_total{namespace=\"$NS\",source=\"storm\"}) > 0 from the sidecars" bash -c "
@@ -706,21 +935,42 @@ if [[ -n "$PROM" ]]; then
 else
     say "no Prometheus URL: metrics checks skipped"
 fi
+fi
 
 # =======================================================================================
-say "== 5c. lifecycle: helm uninstall"
-check "storm: minutes later, each sidecar still reports its 10s storm's elapsedMillis (< 20s), not the time since" \
-    sidecar_storms '.phase == "Completed" and .elapsedMillis >= 9000 and .elapsedMillis < 20000' "${STORMS[@]}"
+if section uninstall "== 5c. lifecycle: helm uninstall"; then
+if [[ -n ${SELECTED[storm]:-} ]]; then
+    check "storm: minutes later, each sidecar still reports its 10s storm's elapsedMillis (< 20s), not the time since" \
+        sidecar_storms '.phase == "Completed" and .elapsedMillis >= 9000 and .elapsedMillis < 20000' "${STORMS[@]}"
+fi
 k delete mapchaos --all --wait=true --timeout=60s >/dev/null
 check "all MapChaos objects deleted while the operator runs" bash -c "[[ -z \$(kubectl get mapchaos -A -o name) ]]"
 check "operator pod never restarted during the scenarios" bash -c "
     kubectl -n $OP_NS get pod $OP_POD -o json | jqe '.status.containerStatuses[0].restartCount == 0'"
-check "helm uninstall $RELEASE" helm uninstall "$RELEASE" -n "$OP_NS" --wait --timeout 60s
+# Uninstalling while an experiment storms: the chart's pre-delete hook (`mapchaos
+# release`) stops the operator and lets go of the MapChaos, whose storms stop at their
+# lease; the MapChaos stays (like the CRD) and deletes at once afterwards.
+need_demo
+mapchaos leftover demo fixed 1 5m
+eventually 60 "leftover: a 5m storm Running before the uninstall" \
+    mc_jq leftover '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 1)'
+mapfile -t LEFTOVER < <(mc_field leftover '.status.targets[] | "\(.ip) \(.stormId)"')
+check "helm uninstall $RELEASE (pre-delete hook: mapchaos release)" helm uninstall "$RELEASE" -n "$OP_NS" --wait --timeout 120s
 eventually 60 "operator pod is gone" bash -c "[[ -z \$(kubectl -n $OP_NS get pods -o name) ]]"
 check "no object with a mapchaos.io finalizer is left" bash -c "
     ! kubectl get mapchaos -A -o json | jqe '.items[] | select(.metadata.finalizers // [] | map(startswith(\"mapchaos.io\")) | any)'"
+check "the MapChaos left at uninstall is still there (user data), without the finalizer" \
+    mc_jq leftover '(.metadata.finalizers // []) | length == 0'
+check "no hook Job, ServiceAccount or RBAC of the release is left" bash -c "
+    [[ -z \$(kubectl -n $OP_NS get job,serviceaccount,role,rolebinding -l app.kubernetes.io/instance=$RELEASE -o name 2>/dev/null) ]]"
+# The lease (30 s) runs out without the operator: the storm stops itself.
+eventually 60 "leftover: the orphaned storm stops itself at its lease (Aborted)" \
+    sidecar_storms1 '.phase == "Aborted" and (.message | test("lease"))' "${LEFTOVER[@]}"
+k delete mapchaos leftover --wait=true --timeout=20s >/dev/null
+check "leftover: deleting it without the operator completes" bash -c "! kubectl -n $NS get mapchaos leftover >/dev/null 2>&1"
 check "no chart ClusterRole/Binding or MutatingWebhookConfiguration is left" bash -c "
     [[ -z \$(kubectl get clusterrole,clusterrolebinding,mutatingwebhookconfiguration -l app.kubernetes.io/instance=$RELEASE -o name) ]]"
+fi
 
 if ((FAILED == 0)); then
     kubectl delete namespace "$NS" "$NS2" "$OP_NS" --wait=false >/dev/null 2>&1

@@ -143,8 +143,8 @@ CASES=(
     "monitoring-no-api|--set monitoring.serviceMonitor.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true"
     "replicas2|--set replicaCount=2"
     "cert-manager|--set webhook.certificates.mode=cert-manager"
-    "webhook-off|--set webhook.enabled=false"
-    "install|--set signingKey.generate=false --set signingKey.existingSecret=mapchaos-signing-key --set webhook.certificates.mode=secret --set webhook.certificates.existingSecret=mapchaos-webhook-tls"
+    "webhook-off|--set webhook.enabled=false --set leaderElection.enabled=false"
+    "install|--set signingKey.generate=false --set signingKey.existingSecret=mapchaos-signing-key --set webhook.certificates.mode=secret --set webhook.certificates.existingSecret=mapchaos-webhook-tls --set uninstall.releaseFinalizers=false"
 )
 for c in "${CASES[@]}"; do
     name=${c%%|*}
@@ -190,6 +190,10 @@ INSTALL_HEADER="# mapchaos $app_version: the CRD, operator, RBAC and metrics Ser
 #   CA=\$(base64 -w0 ca.crt)
 #   for i in 0 1; do kubectl patch mutatingwebhookconfiguration mapchaos-sidecar-injector --type=json \\
 #     -p '[{\"op\":\"add\",\"path\":\"/webhooks/'\$i'/clientConfig/caBundle\",\"value\":\"'\$CA'\"}]'; done
+#
+# To uninstall, delete your MapChaos objects first (the operator stops their storms and
+# lets go), or let go of every one without the operator: mapchaos release
+# --operator-namespace $INSTALL_NAMESPACE --deployment mapchaos (scales it to 0 first).
 ---
 apiVersion: v1
 kind: Namespace
@@ -436,8 +440,10 @@ MONITORING = {
 MONITORING_KINDS = set(MONITORING)
 ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
 
-def check_restricted(where, pod):
-    """Pod Security Standards, restricted profile (the checks that apply to our pod spec)."""
+def check_restricted(where, pod, probes=True):
+    """Pod Security Standards, restricted profile (the checks that apply to our pod spec),
+    plus what a long-running pod of ours needs (probes, unless `probes` is False: a Job),
+    requests and a memory limit."""
     psc = pod.get("securityContext", {})
     for k in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(k):
@@ -469,7 +475,7 @@ def check_restricted(where, pod):
         for p in c.get("ports", []):
             if p.get("hostPort"):
                 err(f"{cw}: hostPort")
-        for probe in ("livenessProbe", "readinessProbe"):
+        for probe in ("livenessProbe", "readinessProbe") if probes else ():
             if probe not in c:
                 err(f"{cw}: no {probe}")
         if not c.get("resources", {}).get("requests") or not c.get("resources", {}).get("limits", {}).get("memory"):
@@ -494,7 +500,7 @@ cases = {
     "monitoring-no-api": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate"),
     "replicas2": dict(replicas=2, namespaces=[], monitoring=False, dashboards=False, key="generate"),
     "cert-manager": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate", webhook="cert-manager"),
-    "webhook-off": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate", webhook="off"),
+    "webhook-off": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate", webhook="off", leader=False),
     "install": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="existing", webhook="secret"),
 }
 CERT_MANAGER_KINDS = {"Certificate", "Issuer"}
@@ -638,8 +644,8 @@ for case, want in cases.items():
         err(f"{where}: the container must run `mapchaos operator` (args {args})")
     if dep["spec"]["replicas"] != want["replicas"]:
         err(f"{where}: replicas {dep['spec']['replicas']}, expected {want['replicas']}")
-    if ("--leader-election" in args) != (want["replicas"] > 1):
-        err(f"{where}: --leader-election must be passed exactly when replicaCount > 1 (args {args})")
+    if ("--leader-election" in args) != want.get("leader", True):
+        err(f"{where}: --leader-election must be passed {'(on by default)' if want.get('leader', True) else 'only when enabled'} (args {args})")
     if "--log-format=json" not in args:
         err(f"{where}: the operator must log JSON (args {args})")
     if not any(a.startswith("--signing-key-file=") for a in args):
@@ -690,8 +696,32 @@ for case, want in cases.items():
         err(f"{where}: no watch on configmaps in the operator namespace (kill switch)")
     if granted({"ClusterRole"}, None, "", "configmaps", "get"):
         err(f"{where}: configmaps must be readable in the operator namespace only")
-    if granted({"Role", "ClusterRole"}, None, "coordination.k8s.io", "leases", "update") != (want["replicas"] > 1):
+    if granted({"Role", "ClusterRole"}, None, "coordination.k8s.io", "leases", "update") != want.get("leader", True):
         err(f"{where}: lease access must be granted exactly when leader election is on")
+    # The pre-delete hook that releases finalizers: a restricted Job running
+    # `mapchaos release` where the operator watches; never in install.yaml
+    # (kubectl has no hooks).
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    if case == "install":
+        if jobs:
+            err(f"{where}: install.yaml must not carry the uninstall hook Job")
+    elif len(jobs) != 1:
+        err(f"{where}: expected the pre-delete release Job, got {len(jobs)} Jobs")
+    else:
+        job = jobs[0]
+        if job["metadata"].get("annotations", {}).get("helm.sh/hook") != "pre-delete":
+            err(f"{where}: the release Job is not a pre-delete hook")
+        jpod = job["spec"]["template"]["spec"]
+        check_restricted(f"{where} release Job", jpod, probes=False)
+        jargs = jpod["containers"][0].get("args", [])
+        if jargs[:1] != ["release"] or f"--deployment={dep['metadata']['name']}" not in jargs:
+            err(f"{where}: the release Job must run `mapchaos release --deployment={dep['metadata']['name']}` ({jargs})")
+        if [a for a in jargs if a.startswith("--namespace=")] != [f"--namespace={n}" for n in want["namespaces"]]:
+            err(f"{where}: the release Job must release exactly the watched namespaces ({jargs})")
+        hook_rules = [r for k, n, r in rules_of([d for d in docs if d.get("metadata", {}).get("annotations", {}).get("helm.sh/hook")])]
+        for r in hook_rules:
+            if "deployments" in r["resources"] and r.get("resourceNames") != [dep["metadata"]["name"]]:
+                err(f"{where}: the release hook may touch only the operator's Deployment: {r}")
     # Monitoring objects exactly when enabled and the API exists.
     for k in MONITORING_KINDS:
         if (k in kinds) != want["monitoring"]:

@@ -37,6 +37,10 @@ enum Command {
     Operator(operator::OperatorArgs),
     /// Print the MapChaos CustomResourceDefinition as YAML (what crds/ holds).
     Crd,
+    /// Before uninstalling the operator: scale it to 0, then take its
+    /// finalizer off every MapChaos so none is left undeletable (the chart
+    /// runs this as a pre-delete hook). Running storms stop at their lease.
+    Release(operator::ReleaseArgs),
     /// Run a small shopping-cart service that keeps its carts in a map (the
     /// sidecar next to it), so a storm has an application to hurt; it
     /// reports its latency, errors and carts lost or overwritten.
@@ -69,6 +73,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             run_service(|shutdown| demo_app::run(args, shutdown))
+        }
+        Command::Release(args) => {
+            if let Err(error) = telemetry::init(args.log_format, &args.log) {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(2);
+            }
+            run_service(|shutdown| operator::release(args, shutdown))
         }
         Command::Operator(args) => {
             if let Err(error) = telemetry::init(args.log_format, &args.log) {

@@ -136,3 +136,51 @@ pub async fn run(args: OperatorArgs, shutdown: CancellationToken) -> anyhow::Res
         .await
         .context("the operator stopped")
 }
+
+/// `mapchaos release`: let go of every MapChaos before the operator is
+/// uninstalled (the chart runs it as a pre-delete hook).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReleaseArgs {
+    /// The operator's namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub operator_namespace: String,
+
+    /// The operator's Deployment: scaled to 0 first, so nothing puts the
+    /// finalizers back.
+    #[arg(long, env = "MAPCHAOS_OPERATOR_DEPLOYMENT")]
+    pub deployment: String,
+
+    /// Release MapChaos only in this namespace; repeat for several. Without
+    /// it, every namespace.
+    #[arg(long = "namespace", env = "MAPCHAOS_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// How long the operator may take to stop.
+    #[arg(long, default_value = "120s")]
+    pub timeout: mapchaos_api::GoDuration,
+
+    #[arg(long, env = "MAPCHAOS_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+
+    #[arg(long, env = "MAPCHAOS_LOG", default_value = "info")]
+    pub log: String,
+}
+
+pub async fn release(args: ReleaseArgs, _shutdown: CancellationToken) -> anyhow::Result<()> {
+    let client = mapchaos_operator::config::connect().await?;
+    let config = mapchaos_operator::release::ReleaseConfig {
+        namespace: args.operator_namespace,
+        deployment: args.deployment,
+        watch_namespaces: args.namespaces,
+        timeout: args.timeout.as_duration(),
+    };
+    let done = mapchaos_operator::release::release(client, &config)
+        .await
+        .context("cannot release the MapChaos resources")?;
+    tracing::info!(
+        released = done.released,
+        with_running_storms = done.with_running_storms,
+        "released every MapChaos; running storms stop at their lease and restore"
+    );
+    Ok(())
+}

@@ -79,6 +79,9 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+
+    #[error("release: {0}")]
+    Release(String),
 }
 
 impl Error {
@@ -95,6 +98,7 @@ impl Error {
             Error::MetricsServe { .. } => "metrics_serve",
             Error::LeaderElection { .. } => "leader_election",
             Error::WebhookTls { .. } | Error::WebhookServe { .. } => "webhook",
+            Error::Release(_) => "release",
         }
     }
 }

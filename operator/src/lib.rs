@@ -20,6 +20,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod release;
 pub mod selector;
 pub mod signing_key;
 pub mod storm_client;
