@@ -321,9 +321,11 @@ async fn prepare(
     in_pod: &InPod,
     container: &Container,
 ) -> Result<(Vec<String>, Environment, String, String), Error> {
-    let image = ctx
+    let resolved = ctx
         .images
         .resolve(container.image.as_deref().unwrap_or_default())?;
+    let image_id = image::image_id(resolved);
+    let image = &image::staged(resolved, std::path::Path::new(image::STAGE_DIR))?;
     let pod = &in_pod.pod;
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let (config_maps, secrets) = env::referenced_objects(container);
@@ -391,7 +393,7 @@ async fn prepare(
         .filter(|w| !w.is_empty())
         .or_else(|| image.working_dir.clone())
         .unwrap_or_else(|| "/".to_owned());
-    Ok((argv, env, workdir, image::image_id(image)))
+    Ok((argv, env, workdir, image_id))
 }
 
 fn spawn(

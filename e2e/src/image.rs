@@ -91,6 +91,55 @@ pub fn argv(image: &Image, command: &[String], args: &[String]) -> Vec<String> {
     }
 }
 
+/// Where binaries from outside the system directories run from (see [`staged`]);
+/// `cluster down` removes it.
+pub const STAGE_DIR: &str = "/var/lib/mapchaos-e2e/images";
+
+/// A pod's volumes cover their mount paths inside its mount namespace, so a binary
+/// under one of them — a workspace under /tmp when the pod mounts an emptyDir at /tmp —
+/// would be gone for the container. A binary outside the system directories therefore
+/// runs from a copy in `stage_dir`, named by its path, size and modification time, so a
+/// rebuilt binary gets a fresh copy and a running one keeps its own.
+pub fn staged(image: &Image, stage_dir: &Path) -> Result<Image, Error> {
+    const SYSTEM: [&str; 6] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt"];
+    if SYSTEM.iter().any(|dir| image.path.starts_with(dir)) {
+        return Ok(image.clone());
+    }
+    let failed = |what: &str, e: std::io::Error| {
+        Error::ImagePull(format!(
+            "staging {} into {}: {what}: {e}",
+            image.path.display(),
+            stage_dir.display()
+        ))
+    };
+    let meta = std::fs::metadata(&image.path).map_err(|e| failed("stat", e))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&(&image.path, meta.len(), mtime), &mut hasher);
+    let file_name = image
+        .path
+        .file_name()
+        .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+    let name = format!("{file_name}-{:016x}", std::hash::Hasher::finish(&hasher));
+    let target = stage_dir.join(&name);
+    if !target.is_file() {
+        std::fs::create_dir_all(stage_dir).map_err(|e| failed("create", e))?;
+        // Copy under a private name, then rename: a concurrent start never runs a
+        // half-written binary.
+        let partial = stage_dir.join(format!(".{name}.{}", std::process::id()));
+        std::fs::copy(&image.path, &partial).map_err(|e| failed("copy", e))?;
+        std::fs::rename(&partial, &target).map_err(|e| failed("rename", e))?;
+    }
+    Ok(Image {
+        path: target,
+        ..image.clone()
+    })
+}
+
 /// The `imageID` reported in container statuses.
 pub fn image_id(image: &Image) -> String {
     format!("local://{}", image.path.display())
@@ -105,6 +154,39 @@ mod tests {
             "images:\n  mapchaos:dev: {path: /bin/sh, args: [sidecar]}\n  python: {path: /bin/sh, env: {PYTHONUNBUFFERED: '1'}}\n",
         )
         .expect("valid image map")
+    }
+
+    #[test]
+    fn binaries_outside_system_directories_run_from_a_fresh_copy() {
+        let dir = std::env::temp_dir().join(format!("mapchaos-stage-test-{}", std::process::id()));
+        let workspace = dir.join("workspace");
+        std::fs::create_dir_all(&workspace).unwrap();
+        let binary = workspace.join("app");
+        std::fs::write(&binary, b"one").unwrap();
+        let stage = dir.join("stage");
+        let image = Image {
+            path: binary.clone(),
+            args: vec!["serve".into()],
+            ..Image::default()
+        };
+        let first = staged(&image, &stage).unwrap();
+        assert!(first.path.starts_with(&stage), "{}", first.path.display());
+        assert_eq!(std::fs::read(&first.path).unwrap(), b"one");
+        assert_eq!(first.args, image.args);
+        assert_eq!(staged(&image, &stage).unwrap().path, first.path, "reused");
+        // A rebuild (new size) gets its own copy; the old one stays for running containers.
+        std::fs::write(&binary, b"two!").unwrap();
+        let second = staged(&image, &stage).unwrap();
+        assert_ne!(second.path, first.path);
+        assert_eq!(std::fs::read(&second.path).unwrap(), b"two!");
+        assert_eq!(std::fs::read(&first.path).unwrap(), b"one");
+        // System binaries run in place (python finds its libraries from its own path).
+        let system = Image {
+            path: "/usr/bin/env".into(),
+            ..Image::default()
+        };
+        assert_eq!(staged(&system, &stage).unwrap(), system);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
