@@ -693,6 +693,23 @@ eventually 60 "upgrade: a new pod is still injected, with the same public key, a
             and (.status.containerStatuses | length == 2 and all(.ready)))'"
 fi
 
+# carried_on NAME WHO STARTED: after the operator pod driving MapChaos NAME went away, the
+# run completes under the new WHO as the same run (STARTED: the MapChaos when its storms
+# ran) with the same storm ids and verdict Pass, and each sidecar ran exactly that one storm
+# (OSTORMS and OPS_BEFORE from storm_on_injected).
+carried_on() {
+    local name=$1 who=$2 started=$3 finished
+    eventually 90 "$name: the run completes under the new $who" mc_jq "$name" '.status.phase == "Completed"'
+    finished=$(mc_json "$name")
+    say "$name summary: run $(jq -r .status.run <<<"$finished"), $(jq -c '.status.summary | {targets, ops, totalAnomalies, verdict}' <<<"$finished")"
+    check "$name: status.run stays 1, one run recorded, verdict Pass" \
+        jqe '.status.run == 1 and (.status.runs | length == 1) and .status.summary.verdict == "Pass" and .status.summary.targets == 3' <<<"$finished"
+    check "$name: the targets keep their storm ids" \
+        test "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$finished")" = "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$started")"
+    check "$name: each sidecar reports that one storm Completed" sidecar_storms '.phase == "Completed" and .ops > 0' "${OSTORMS[@]}"
+    check "$name: no second storm: each sidecar's storm-op counter grew by exactly its one storm's ops" one_storm_each
+}
+
 # storm_on_injected NAME DURATION: note each injected pod's storm-op counter (OPS_BEFORE, by
 # pod IP), start MapChaos NAME on all 3 injected pods and wait until their storms run;
 # STARTED is the MapChaos then, OSTORMS its storms as "IP ID".
@@ -720,15 +737,7 @@ eventually 60 "opgone: the Deployment's replacement operator pod is Ready" bash 
         jqe '[.items[] | select(.metadata.name != \"$OLD_OP\" and .status.containerStatuses[0].ready)] | length == 1'"
 eventually 60 "opgone: the old operator pod $OLD_OP is gone" bash -c "! kubectl -n $OP_NS get pod $OLD_OP >/dev/null 2>&1"
 OP_POD=$(operator_pod)
-eventually 90 "opgone: the run completes under the new operator" mc_jq opgone '.status.phase == "Completed"'
-O2=$(mc_json opgone)
-say "opgone summary: run $(jq -r .status.run <<<"$O2"), $(jq -c '.status.summary | {targets, ops, totalAnomalies, verdict}' <<<"$O2")"
-check "opgone: status.run stays 1, one run recorded, verdict Pass" \
-    jqe '.status.run == 1 and (.status.runs | length == 1) and .status.summary.verdict == "Pass" and .status.summary.targets == 3' <<<"$O2"
-check "opgone: the targets keep their storm ids" \
-    test "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$O2")" = "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$O1")"
-check "opgone: each sidecar reports that one storm Completed" sidecar_storms '.phase == "Completed" and .ops > 0' "${OSTORMS[@]}"
-check "opgone: no second storm: each sidecar's storm-op counter grew by exactly its one storm's ops" one_storm_each
+carried_on opgone operator "$O1"
 check "opgone: no storm active on any target now" bash -c "
     for t in ${OSTORMS[*]// /@}; do curl -sf --max-time 5 http://\${t%@*}:9464/metrics | grep -qx 'mapchaos_storm_active 0' || exit 1; done"
 local_check "opgone: each target's sidecar log started storms only with this run's id" bash -c "
@@ -812,15 +821,7 @@ fi
 check "leader: the Lease's leaseTransitions grew ($TRANSITIONS before)" \
     jqe --argjson t "$TRANSITIONS" '.spec.leaseTransitions > $t' < <(lease_json)
 eventually 60 "leader: the old leader pod $LEADER is gone" bash -c "! kubectl -n $OP_NS get pod $LEADER >/dev/null 2>&1"
-eventually 90 "leader: the run completes under the new leader" mc_jq leader '.status.phase == "Completed"'
-L2=$(mc_json leader)
-say "leader summary: run $(jq -r .status.run <<<"$L2"), $(jq -c '.status.summary | {targets, ops, totalAnomalies, verdict}' <<<"$L2")"
-check "leader: status.run stays 1, one run recorded, verdict Pass" \
-    jqe '.status.run == 1 and (.status.runs | length == 1) and .status.summary.verdict == "Pass" and .status.summary.targets == 3' <<<"$L2"
-check "leader: the targets keep their storm ids" \
-    test "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$L2")" = "$(jq -c '[.status.targets[] | .stormId] | sort' <<<"$L1")"
-check "leader: each sidecar reports that one storm Completed" sidecar_storms '.phase == "Completed" and .ops > 0' "${OSTORMS[@]}"
-check "leader: no second storm: each sidecar's storm-op counter grew by exactly its one storm's ops" one_storm_each
+carried_on leader leader "$L1"
 say "leader: Events of MapChaos leader by reporting instance: $(k get events --field-selector involvedObject.kind=MapChaos,involvedObject.name=leader -o json |
     jq -c '[.items[] | "\(.reason)@\(.reportingInstance)"]')"
 check "leader: every Event of MapChaos leader was reported by a Lease holder ($LEADER, then $NEW_LEADER)" bash -c "
