@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Service, Sidecar, http_get};
+use common::{Service, Sidecar, free_port, http_get};
 
 fn demo_app(map: &str, extra: &[&str]) -> Service {
     let mut args = vec![
@@ -144,12 +144,7 @@ fn a_delete_storm_on_its_carts_shows_up_as_lost_carts() {
 
 #[test]
 fn an_unreachable_map_is_counted_as_errors_and_keeps_it_unready() {
-    // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let app = demo_app(
         &format!("redis://127.0.0.1:{port}"),
         &["--timeout", "200ms"],

@@ -2,11 +2,15 @@
 //! the text and JSON reports, a saved history re-checked, and bad input named
 //! by its field.
 
+mod common;
+
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+
+use common::free_port;
 
 fn mapchaos(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mapchaos"))
@@ -148,11 +152,7 @@ fn bad_input_exits_2_and_names_the_field() {
 fn an_unreachable_target_exits_4() {
     let dir = scratch("unreachable");
     let file = storm_file(&dir);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let output = mapchaos(&[
         "run",
         file.to_str().unwrap(),
@@ -172,11 +172,7 @@ fn an_unreachable_target_exits_4() {
 fn metrics_are_served_while_the_storm_runs() {
     let dir = scratch("metrics");
     let file = storm_file(&dir);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mapchaos"))
         .args([
             "run",

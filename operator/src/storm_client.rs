@@ -232,34 +232,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use mapchaos_api::GoDuration;
     use mapchaos_api::spec::{CheckSpec, StormSpec};
     use mapchaos_api::storm::StormPhase;
-    use mapchaos_sidecar::control_api::{Verifier, router};
-    use mapchaos_sidecar::engine::{Clock, MapEngine, ShardedEngine};
-    use mapchaos_sidecar::metrics::SidecarMetrics;
-    use mapchaos_sidecar::storms::Storms;
 
     use super::*;
+    use crate::fixtures::{OTHER_KEY_HEX, sidecar};
 
     const PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
         MC4CAQAwBQYDK2VwBCIEIFxeAr1Cv34j7/zur6yraUJpu+h+FcgKyFLP+ugFKwEn\n\
         -----END PRIVATE KEY-----\n";
-    const OTHER_KEY_HEX: &str = "0101010101010101010101010101010101010101010101010101010101010101";
-
-    /// A real sidecar control API on a loopback port, trusting `trusted`.
-    async fn sidecar(trusted: &StormSigner) -> (u16, Arc<Storms>) {
-        let engine: Arc<dyn MapEngine> = Arc::new(ShardedEngine::new(4, Clock::System));
-        let storms = Storms::new(engine, Arc::new(SidecarMetrics::new()));
-        let verifier = Verifier::from_hex(Some(&trusted.public_key_hex())).unwrap();
-        let app = router(storms.clone(), verifier);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (port, storms)
-    }
 
     fn small_storm(duration: GoDuration) -> StormRequest {
         StormRequest {

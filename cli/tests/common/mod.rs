@@ -153,3 +153,12 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or("");
     (status, body.to_owned())
 }
+
+/// A loopback port nothing listens on: bound, then released.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
