@@ -385,6 +385,17 @@ mod tests {
         }
     }
 
+    /// `c`'s environment in [`pod`], with no ConfigMap, Secret or base environment.
+    fn resolve_alone(c: &Container) -> Result<Environment, Error> {
+        resolve(
+            &pod(),
+            c,
+            &fields(),
+            &EnvSources::default(),
+            Environment::default(),
+        )
+    }
+
     fn fields() -> PodFields {
         PodFields {
             pod_ip: "10.213.0.7".into(),
@@ -432,14 +443,7 @@ mod tests {
             ]),
             ..Container::default()
         };
-        let env = resolve(
-            &pod(),
-            &c,
-            &fields(),
-            &EnvSources::default(),
-            Environment::default(),
-        )
-        .expect("resolves");
+        let env = resolve_alone(&c).expect("resolves");
         let get = |n| env.get(n).expect(n).to_owned();
         assert_eq!(get("POD_NAME"), "web-1");
         assert_eq!(get("POD_NAMESPACE"), "shop");
@@ -460,14 +464,7 @@ mod tests {
             ]),
             ..Container::default()
         };
-        let env = resolve(
-            &pod(),
-            &c,
-            &fields(),
-            &EnvSources::default(),
-            Environment::default(),
-        )
-        .expect("resolves");
+        let env = resolve_alone(&c).expect("resolves");
         assert_eq!(env.get("ADDR"), Some("10.213.0.7:6379"));
         assert_eq!(env.get("LATER"), Some("$(UNSET) and $(POD_IP)"));
     }
@@ -542,14 +539,7 @@ mod tests {
             env: Some(vec![secret_ref(Some(true))]),
             ..Container::default()
         };
-        let env = resolve(
-            &pod(),
-            &c,
-            &fields(),
-            &EnvSources::default(),
-            Environment::default(),
-        )
-        .expect("optional");
+        let env = resolve_alone(&c).expect("optional");
         assert_eq!(env.get("PW"), None);
     }
 
