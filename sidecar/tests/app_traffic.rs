@@ -37,15 +37,7 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(engine: Arc<dyn MapEngine>) -> Sidecar {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (runtime, listener, port) = common::runtime_with_listener(2);
         let probe = AppProbe::new();
         let shutdown = CancellationToken::new();
         runtime.spawn(serve_with_probe(

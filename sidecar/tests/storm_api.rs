@@ -2,6 +2,8 @@
 //! storm at a time, DELETE, the lease dead-man's switch, history, and restore
 //! of existing keys.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -30,15 +32,7 @@ impl Api {
         let storms = Storms::new(engine.clone(), Arc::new(SidecarMetrics::new()));
         let public = hex(SigningKey::from_bytes(&KEY).verifying_key().as_bytes());
         let verifier = Verifier::from_hex(Some(&public)).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (runtime, listener, port) = common::runtime_with_listener(1);
         runtime.spawn(async move {
             axum::serve(listener, control_api::router(storms, verifier))
                 .await
