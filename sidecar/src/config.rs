@@ -2,10 +2,17 @@
 //! Every flag has an environment variable so a pod spec can set it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::resp::Limits;
 use crate::server::ServerConfig;
+
+/// The smallest `--finished-storms-max-bytes`.
+pub const MIN_FINISHED_STORMS_BYTES: u64 = 1 << 20;
+
+/// The smallest `--delete-log-max-bytes`: room for lines with long keys.
+pub const MIN_DELETE_LOG_BYTES: u64 = 64 << 10;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -85,6 +92,37 @@ pub struct SidecarArgs {
     #[arg(long, env = "MAPCHAOS_OPERATOR_PUBLIC_KEY")]
     pub operator_public_key: Option<String>,
 
+    /// Bytes the finished storms' reports and histories may hold together
+    /// (as serialised). Over it the oldest storm's history is dropped first,
+    /// then whole storms, oldest first; a GET of a dropped storm answers 410
+    /// naming this flag. The default is an eighth of the chart's 512 MiB limit.
+    #[arg(long, env = "MAPCHAOS_FINISHED_STORMS_MAX_BYTES", default_value_t = crate::finished::DEFAULT_MAX_BYTES)]
+    pub finished_storms_max_bytes: u64,
+
+    /// Write one JSON line per delete the map performs (time, source, cause,
+    /// client id and name, command, key, whether a value was removed) to this
+    /// file, `-` for standard output. Off by default; the counts
+    /// (`mapchaos_deletes_total`) are always kept. Lines are handed to a
+    /// writer thread over a bounded queue: when it is full they are dropped
+    /// and counted (`mapchaos_delete_log_dropped_total`), never waited for.
+    #[arg(long, env = "MAPCHAOS_DELETE_LOG")]
+    pub delete_log: Option<PathBuf>,
+
+    /// Size at which the delete log is rotated (`FILE` → `FILE.1` …).
+    #[arg(long, env = "MAPCHAOS_DELETE_LOG_MAX_BYTES", default_value_t = 64 << 20)]
+    pub delete_log_max_bytes: u64,
+
+    /// Rotated delete log files kept besides the current one (0: the file
+    /// is started again when full); the log takes at most
+    /// (this + 1) × --delete-log-max-bytes of disk.
+    #[arg(long, env = "MAPCHAOS_DELETE_LOG_ROTATED_FILES", default_value_t = 2)]
+    pub delete_log_rotated_files: u32,
+
+    /// In the delete log, write each key's SHA-256 (`keySha256`) instead of
+    /// the key. A hash, not a secret: a guessable key can be confirmed.
+    #[arg(long, env = "MAPCHAOS_DELETE_LOG_REDACT_KEYS")]
+    pub delete_log_redact_keys: bool,
+
     /// How long to let in-flight replies finish after SIGTERM before exiting.
     #[arg(long, env = "MAPCHAOS_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub drain_timeout_secs: u64,
@@ -100,6 +138,18 @@ pub struct SidecarArgs {
 }
 
 impl SidecarArgs {
+    /// The delete log's settings, when it is on.
+    pub fn delete_log_config(&self) -> Option<crate::audit::log::DeleteLogConfig> {
+        self.delete_log
+            .as_ref()
+            .map(|path| crate::audit::log::DeleteLogConfig {
+                path: path.clone(),
+                max_bytes: self.delete_log_max_bytes,
+                rotated_files: self.delete_log_rotated_files,
+                redact_keys: self.delete_log_redact_keys,
+            })
+    }
+
     /// The RESP server's settings.
     pub fn server_config(&self) -> ServerConfig {
         ServerConfig {
@@ -137,6 +187,19 @@ impl SidecarArgs {
         }
         if self.max_inline_len == 0 {
             return Err("--max-inline-len must be at least 1".into());
+        }
+        if self.delete_log.is_some() && self.delete_log_max_bytes < MIN_DELETE_LOG_BYTES {
+            return Err(format!(
+                "--delete-log-max-bytes ({}) must be at least {MIN_DELETE_LOG_BYTES} (64 KiB)",
+                self.delete_log_max_bytes
+            ));
+        }
+        if self.finished_storms_max_bytes < MIN_FINISHED_STORMS_BYTES {
+            return Err(format!(
+                "--finished-storms-max-bytes ({}) must be at least {MIN_FINISHED_STORMS_BYTES} \
+                 (1 MiB): a smaller budget could not hold one storm's report",
+                self.finished_storms_max_bytes
+            ));
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use mapchaos_api::signing::{
 use mapchaos_api::storm::StormRequest;
 use serde_json::json;
 
-use crate::storms::{PutOutcome, Storms, valid_id};
+use crate::storms::{Missing, PutOutcome, Storms, valid_id};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -178,9 +178,28 @@ async fn get_storm(State(state): State<Arc<ControlState>>, Path(id): Path<String
     }
     match state.storms.status(&id) {
         Some(status) => axum::Json(status).into_response(),
-        None => error(
+        None => missing(&id, state.storms.missing(&id)),
+    }
+}
+
+/// The answer for a storm (or its history) that is not here to show.
+fn missing(id: &str, why: Missing) -> Response {
+    match why {
+        Missing::Unknown => error(
             StatusCode::NOT_FOUND,
             format!("no storm {id} on this sidecar"),
+        ),
+        Missing::Running => error(StatusCode::CONFLICT, format!("storm {id} is still running")),
+        Missing::NotRecorded => error(
+            StatusCode::NOT_FOUND,
+            format!("no recorded history for storm {id}"),
+        ),
+        Missing::DroppedForMemory { max_bytes } => error(
+            StatusCode::GONE,
+            format!(
+                "storm {id} finished, and this was dropped for memory: finished storms are \
+                 kept within --finished-storms-max-bytes ({max_bytes} bytes), oldest first"
+            ),
         ),
     }
 }
@@ -202,10 +221,7 @@ async fn delete_storm(
     match state.storms.stop(&id) {
         Some(status) if status.phase.is_final() => axum::Json(status).into_response(),
         Some(status) => (StatusCode::ACCEPTED, axum::Json(status)).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("no storm {id} on this sidecar"),
-        ),
+        None => missing(&id, state.storms.missing(&id)),
     }
 }
 
@@ -217,11 +233,7 @@ async fn get_history(State(state): State<Arc<ControlState>>, Path(id): Path<Stri
     let lookup = id.clone();
     match tokio::task::spawn_blocking(move || storms.history_json(&lookup)).await {
         Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Ok(Err(true)) => error(StatusCode::CONFLICT, format!("storm {id} is still running")),
-        Ok(Err(false)) => error(
-            StatusCode::NOT_FOUND,
-            format!("no recorded history for storm {id}"),
-        ),
+        Ok(Err(why)) => missing(&id, why),
         Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, join.to_string()),
     }
 }

@@ -3,10 +3,12 @@
 //! health and Prometheus metrics over HTTP.
 
 pub mod app_probe;
+pub mod audit;
 mod commands;
 pub mod config;
 pub mod control_api;
 pub mod engine;
+mod finished;
 pub mod http;
 pub mod memory;
 pub mod metrics;

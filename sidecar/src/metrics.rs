@@ -32,6 +32,12 @@ pub struct SidecarMetrics {
     /// `mapchaos_map_memory_bytes{kind}`: `live` (what live keys need),
     /// `held` (what the engine's structures occupy), `rss` (the process).
     pub map_memory: IntGaugeVec,
+    /// `mapchaos_finished_storms_bytes`: what finished storms' reports and
+    /// histories hold, as `--finished-storms-max-bytes` counts it.
+    pub finished_storms_bytes: IntGauge,
+    /// `mapchaos_delete_log_dropped_total`: delete log lines dropped because
+    /// the writer fell behind (the map never waits for it).
+    pub delete_log_dropped: IntCounter,
     /// `mapchaos_restored_keys_total`.
     pub restored_keys: IntCounter,
     /// `mapchaos_connected_clients`: open RESP connections.
@@ -92,6 +98,16 @@ impl SidecarMetrics {
             &["kind"],
         )
         .expect("valid metric");
+        let finished_storms_bytes = IntGauge::new(
+            "mapchaos_finished_storms_bytes",
+            "Bytes the finished storms' reports and histories hold (bounded by --finished-storms-max-bytes).",
+        )
+        .expect("valid metric");
+        let delete_log_dropped = IntCounter::new(
+            "mapchaos_delete_log_dropped_total",
+            "Delete log lines dropped because its writer fell behind (--delete-log).",
+        )
+        .expect("valid metric");
         let restored_keys = IntCounter::new(
             "mapchaos_restored_keys_total",
             "Keys deleted by a storm and put back afterwards.",
@@ -124,6 +140,8 @@ impl SidecarMetrics {
             Box::new(storm_active.clone()),
             Box::new(keys.clone()),
             Box::new(map_memory.clone()),
+            Box::new(finished_storms_bytes.clone()),
+            Box::new(delete_log_dropped.clone()),
             Box::new(restored_keys.clone()),
             Box::new(connected_clients.clone()),
             Box::new(rejected_connections.clone()),
@@ -154,6 +172,8 @@ impl SidecarMetrics {
             storm_active,
             keys,
             map_memory,
+            finished_storms_bytes,
+            delete_log_dropped,
             restored_keys,
             connected_clients,
             rejected_connections,

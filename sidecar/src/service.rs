@@ -8,15 +8,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::audit::DeleteAudit;
+use crate::audit::log::DeleteLog;
 use crate::config::{EngineKind, SidecarArgs};
 use crate::control_api::{self, Verifier};
 use crate::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
 use crate::http::{self, HttpState};
+use crate::memory::{self, HeapRelease};
 use crate::metrics::SidecarMetrics;
 use crate::server;
-use crate::storms::Storms;
+use crate::storms::{Storms, StormsConfig};
 
 /// How often active expiry runs, how many keys one pass may remove, and how
 /// many passes one tick may chain while each finds a full budget of expired
@@ -26,12 +29,23 @@ const EXPIRY_BUDGET: usize = 2_000;
 const EXPIRY_PASSES_PER_TICK: usize = 16;
 /// How often the engine checks whether most of what it holds is dead space.
 const COMPACT_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the RSS is compared with what the map and the finished storms
+/// hold, to hand freed heap back to the kernel (see `memory::HeapRelease`).
+const HEAP_RELEASE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Run the sidecar until `shutdown` is cancelled, then drain and return.
 pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
+    let metrics = Arc::new(SidecarMetrics::new());
+    let delete_log = args
+        .delete_log_config()
+        .map(|config| DeleteLog::start(config, metrics.delete_log_dropped.clone()))
+        .transpose()
+        .context("--delete-log")?;
+    let audit = DeleteAudit::new(&metrics.registry, delete_log);
     let engine: Arc<dyn MapEngine> = {
-        let sharded = Arc::new(ShardedEngine::new(args.shards, Clock::System));
+        let sharded =
+            Arc::new(ShardedEngine::new(args.shards, Clock::System).with_delete_sink(audit));
         match args.engine {
             EngineKind::Sharded => sharded as Arc<dyn MapEngine>,
             EngineKind::Lagging => {
@@ -43,7 +57,6 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
             }
         }
     };
-    let metrics = Arc::new(SidecarMetrics::new());
 
     let resp_listener = TcpListener::bind(args.resp_addr)
         .await
@@ -64,7 +77,13 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
     if args.operator_public_key.is_none() {
         warn!("no --operator-public-key: storm control (PUT/DELETE /v1/storms) is disabled");
     }
-    let storms = Storms::new(engine.clone(), metrics.clone());
+    let storms = Storms::with_config(
+        engine.clone(),
+        metrics.clone(),
+        StormsConfig {
+            finished_max_bytes: args.finished_storms_max_bytes,
+        },
+    );
     let http_state = Arc::new(HttpState {
         engine: Some(engine.clone()),
         metrics: metrics.clone(),
@@ -81,7 +100,11 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
                 .await
         }
     });
-    let housekeeping = tokio::spawn(housekeeping(engine.clone(), shutdown.clone()));
+    let housekeeping = tokio::spawn(housekeeping(
+        engine.clone(),
+        storms.clone(),
+        shutdown.clone(),
+    ));
 
     let resp_task = tokio::spawn(server::serve_with_probe(
         resp_listener,
@@ -126,10 +149,18 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
     Ok(())
 }
 
-/// Active expiry and compaction, off the request path.
-async fn housekeeping(engine: Arc<dyn MapEngine>, shutdown: CancellationToken) {
+/// Active expiry, compaction and heap release, off the request path.
+async fn housekeeping(
+    engine: Arc<dyn MapEngine>,
+    storms: Arc<Storms>,
+    shutdown: CancellationToken,
+) {
     let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
     let mut compaction = tokio::time::interval(COMPACT_INTERVAL);
+    let mut heap_check = tokio::time::interval(HEAP_RELEASE_INTERVAL);
+    let release = Arc::new(parking_lot::Mutex::new(HeapRelease::new(
+        memory::resident_bytes().unwrap_or(0),
+    )));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -148,6 +179,17 @@ async fn housekeeping(engine: Arc<dyn MapEngine>, shutdown: CancellationToken) {
             _ = compaction.tick() => {
                 let engine = engine.clone();
                 let _ = tokio::task::spawn_blocking(move || engine.compact()).await;
+            }
+            _ = heap_check.tick() => {
+                let (engine, storms, release) = (engine.clone(), storms.clone(), release.clone());
+                // malloc_trim walks the heap: keep it off the async workers.
+                let _ = tokio::task::spawn_blocking(move || {
+                    let accounted = engine.memory().held_bytes + storms.finished_bytes();
+                    if release.lock().tick(accounted) {
+                        debug!(accounted, "returned freed heap to the kernel");
+                    }
+                })
+                .await;
             }
         }
     }

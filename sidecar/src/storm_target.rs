@@ -4,7 +4,9 @@
 //! target, RESP ones included). The application's own RESP traffic to the
 //! same engine reaches the storm through the target's [`AppProbe`].
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +18,7 @@ use mapchaos_storm::workload::{StormOp, decode_value};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
 use crate::app_probe::AppProbe;
+use crate::audit::{self, journal::JournalRecorder};
 use crate::engine::{MapEngine, Pattern, SetExpiry, SetOptions, Ttl};
 use crate::metrics::SidecarMetrics;
 
@@ -23,6 +26,10 @@ use crate::metrics::SidecarMetrics;
 pub struct EngineTarget {
     engine: Arc<dyn MapEngine>,
     probe: Option<Arc<AppProbe>>,
+    /// How the storm's deletes are named in the delete audit.
+    audit_name: Arc<str>,
+    journal: Option<Arc<JournalRecorder>>,
+    next_client: AtomicU64,
 }
 
 impl EngineTarget {
@@ -30,7 +37,18 @@ impl EngineTarget {
         EngineTarget {
             engine,
             probe: None,
+            audit_name: Arc::from("storm"),
+            journal: None,
+            next_client: AtomicU64::new(1),
         }
+    }
+
+    /// The storm's deletes are audited as `storm:{id}`; with `journal`, the
+    /// keys its workers delete are also gathered there.
+    pub fn with_audit(mut self, id: &str, journal: Option<Arc<JournalRecorder>>) -> Self {
+        self.audit_name = Arc::from(format!("storm:{id}"));
+        self.journal = journal;
+        self
     }
 
     /// Storms on this target also watch the application's RESP traffic,
@@ -74,6 +92,11 @@ impl StormTarget for EngineTarget {
     fn connect(&self) -> Result<Box<dyn MapClient>, ClientError> {
         Ok(Box::new(EngineClient {
             engine: self.engine.clone(),
+            // A name of its own, so marking its thread shares no refcount.
+            audit_name: Arc::from(&*self.audit_name),
+            audit_id: self.next_client.fetch_add(1, Ordering::Relaxed),
+            journal: self.journal.clone(),
+            deleted: HashSet::new(),
         }))
     }
 
@@ -99,6 +122,19 @@ impl StormTarget for EngineTarget {
 /// A worker's handle on the engine: every call is a direct method call.
 struct EngineClient {
     engine: Arc<dyn MapEngine>,
+    audit_name: Arc<str>,
+    audit_id: u64,
+    journal: Option<Arc<JournalRecorder>>,
+    /// Keys this client deleted, for the journal (merged on drop).
+    deleted: HashSet<Box<[u8]>>,
+}
+
+impl Drop for EngineClient {
+    fn drop(&mut self) {
+        if let Some(journal) = &self.journal {
+            journal.merge(std::mem::take(&mut self.deleted));
+        }
+    }
 }
 
 impl MapClient for EngineClient {
@@ -108,6 +144,9 @@ impl MapClient for EngineClient {
         responses: &mut Vec<Result<Response, ClientError>>,
     ) {
         let engine = self.engine.as_ref();
+        let _acting = audit::as_storm(&self.audit_name, self.audit_id, "del");
+        let journal = self.journal.is_some();
+        let deleted = &mut self.deleted;
         responses.extend(requests.iter().map(|request| {
             Ok(match *request {
                 Request::Get(key) => Response::Value(engine.get(key)),
@@ -119,7 +158,13 @@ impl MapClient for EngineClient {
                     );
                     Response::Ok
                 }
-                Request::Del(key) => Response::Count(u64::from(engine.del_one(key))),
+                Request::Del(key) => {
+                    let removed = engine.del_one(key);
+                    if removed && journal && !deleted.contains(key) {
+                        deleted.insert(key.into());
+                    }
+                    Response::Count(u64::from(removed))
+                }
                 Request::Exists(key) => Response::Count(u64::from(engine.exists_one(key))),
                 Request::Pttl(key) => Response::Ttl(match engine.ttl(key) {
                     Ttl::Missing => -2,
@@ -148,6 +193,7 @@ impl MapClient for EngineClient {
         value: &[u8],
         ttl_ms: Option<u64>,
     ) -> Result<bool, ClientError> {
+        let _acting = audit::as_storm(&self.audit_name, self.audit_id, "restore");
         let expiry = match ttl_ms {
             Some(ms) => SetExpiry::At(self.engine.clock().now().saturating_add(ms)),
             None => SetExpiry::Persist,

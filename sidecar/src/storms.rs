@@ -1,14 +1,14 @@
 //! The storms this sidecar runs: one at a time, each on its own threads,
 //! stopped by its duration, an abort condition, a DELETE, or its lease
 //! running out (the dead-man's switch that keeps chaos from outliving its
-//! controller). Finished storms are kept for their report and history. A
-//! storm also sees the application's RESP traffic through the sidecar's one
-//! [`AppProbe`].
+//! controller). Finished storms are kept for their report and history within
+//! a byte budget (see [`crate::finished`]). A storm also sees the
+//! application's RESP traffic through the sidecar's one [`AppProbe`].
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mapchaos_api::spec::{MapChaosSpec, PodSelector, SelectionMode};
 use mapchaos_api::storm::{StopReason, StormPhase, StormReport, StormRequest, StormStatus};
 use mapchaos_api::validate::InvalidSpec;
@@ -19,11 +19,10 @@ use tracing::{info, warn};
 
 use crate::app_probe::AppProbe;
 use crate::engine::MapEngine;
+use crate::finished::{self, Shelf, Shelved};
 use crate::metrics::SidecarMetrics;
 use crate::storm_target::{EngineTarget, WithMetrics};
 
-/// Finished storms kept for `GET`.
-const KEEP_FINISHED: usize = 16;
 /// How often the lease watchdog looks.
 const LEASE_CHECK: Duration = Duration::from_millis(200);
 
@@ -40,7 +39,48 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// How a storm ended: its report and history, or why it could not run.
-type Ending = Result<(StormReport, Option<History>), String>;
+type Ending = Result<(StormReport, Recorded), String>;
+
+/// A finished storm's history.
+enum Recorded {
+    /// As served by `GET …/history`: serialised once, so the bytes held are
+    /// the bytes counted.
+    Json(Bytes),
+    /// The storm did not record one (`check.history: false`).
+    Absent,
+    /// Dropped to keep finished storms within their byte budget.
+    Dropped,
+}
+
+/// Fewer JSON bytes than any recorded event takes (`{"client":1,"call":…}`):
+/// a history with more events than the budget has room for at this size is
+/// dropped without serialising it first.
+const MIN_EVENT_JSON_BYTES: u64 = 32;
+
+impl Recorded {
+    fn from(history: Option<History>, max_bytes: u64) -> Recorded {
+        if let Some(history) = &history
+            && history.events().len() as u64 * MIN_EVENT_JSON_BYTES > max_bytes
+        {
+            return Recorded::Dropped;
+        }
+        match history.map(|h| h.to_json()) {
+            Some(Ok(json)) => Recorded::Json(Bytes::from(json)),
+            Some(Err(error)) => {
+                warn!(%error, "cannot serialise a storm's history; not keeping it");
+                Recorded::Absent
+            }
+            None => Recorded::Absent,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            Recorded::Json(json) => json.len() as u64,
+            Recorded::Absent | Recorded::Dropped => 0,
+        }
+    }
+}
 
 /// One storm, running or finished.
 struct Storm {
@@ -97,6 +137,44 @@ impl Storm {
     fn is_finished(&self) -> bool {
         self.outcome.lock().is_some()
     }
+
+    /// What the finished storm holds besides its history, as the budget
+    /// counts it: its request, report and id as serialised, plus the struct.
+    fn base_bytes(&self) -> u64 {
+        let report = match self.outcome.lock().as_ref() {
+            Some(Ok((report, _))) => json_len(report),
+            Some(Err(message)) => message.len() as u64,
+            None => 0,
+        };
+        std::mem::size_of::<Storm>() as u64
+            + self.id.len() as u64
+            + json_len(&self.request)
+            + report
+    }
+
+    fn history_bytes(&self) -> u64 {
+        match self.outcome.lock().as_ref() {
+            Some(Ok((_, recorded))) => recorded.bytes(),
+            _ => 0,
+        }
+    }
+}
+
+/// The serialised length of a value, for the byte budget.
+fn json_len(value: &impl serde::Serialize) -> u64 {
+    serde_json::to_vec(value).map_or(0, |json| json.len() as u64)
+}
+
+impl Shelved for Arc<Storm> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn drop_history(&self) {
+        if let Some(Ok((_, recorded))) = self.outcome.lock().as_mut() {
+            *recorded = Recorded::Dropped;
+        }
+    }
 }
 
 /// What a PUT did.
@@ -118,18 +196,75 @@ pub struct Storms {
     metrics: Arc<SidecarMetrics>,
     probe: Arc<AppProbe>,
     running: Mutex<Option<Arc<Storm>>>,
-    finished: Mutex<VecDeque<Arc<Storm>>>,
+    finished: Mutex<Shelf<Arc<Storm>>>,
+    /// The shelf's budget, readable without its lock (which is taken after
+    /// a storm's own lock never before it).
+    finished_max_bytes: u64,
+}
+
+/// How a [`Storms`] keeps what finished storms leave.
+#[derive(Debug, Clone)]
+pub struct StormsConfig {
+    /// The byte budget of finished storms' reports and histories
+    /// (`--finished-storms-max-bytes`).
+    pub finished_max_bytes: u64,
+}
+
+impl Default for StormsConfig {
+    fn default() -> Self {
+        StormsConfig {
+            finished_max_bytes: finished::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Why a `GET` finds no storm, or no history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// Never seen here (or dropped so long ago it is forgotten).
+    Unknown,
+    /// The storm still runs.
+    Running,
+    /// The storm did not record a history.
+    NotRecorded,
+    /// Dropped to keep finished storms within the byte budget.
+    DroppedForMemory { max_bytes: u64 },
 }
 
 impl Storms {
     pub fn new(engine: Arc<dyn MapEngine>, metrics: Arc<SidecarMetrics>) -> Arc<Self> {
+        Self::with_config(engine, metrics, StormsConfig::default())
+    }
+
+    pub fn with_config(
+        engine: Arc<dyn MapEngine>,
+        metrics: Arc<SidecarMetrics>,
+        config: StormsConfig,
+    ) -> Arc<Self> {
         Arc::new(Storms {
             engine,
             metrics,
             probe: AppProbe::new(),
             running: Mutex::new(None),
-            finished: Mutex::new(VecDeque::new()),
+            finished: Mutex::new(Shelf::new(config.finished_max_bytes)),
+            finished_max_bytes: config.finished_max_bytes,
         })
+    }
+
+    /// Bytes finished storms hold, as their budget counts them.
+    pub fn finished_bytes(&self) -> u64 {
+        self.finished.lock().held_bytes()
+    }
+
+    /// Why there is no storm `id` to show: unknown, or dropped for memory.
+    pub fn missing(&self, id: &str) -> Missing {
+        if self.finished.lock().was_dropped(id) {
+            Missing::DroppedForMemory {
+                max_bytes: self.finished_max_bytes,
+            }
+        } else {
+            Missing::Unknown
+        }
     }
 
     /// Where the RESP server registers the application's connections, so
@@ -143,7 +278,7 @@ impl Storms {
         if let Some(storm) = self.running.lock().as_ref().filter(|s| s.id == id) {
             return Some(storm.clone());
         }
-        self.finished.lock().iter().find(|s| s.id == id).cloned()
+        self.finished.lock().find(id)
     }
 
     /// `PUT /v1/storms/{id}`: start the storm, or renew its lease.
@@ -209,7 +344,10 @@ impl Storms {
                     verdict = ?outcome.report.verdict,
                     "storm finished"
                 );
-                (outcome.report, outcome.history)
+                (
+                    outcome.report,
+                    Recorded::from(outcome.history, self.finished_max_bytes),
+                )
             })
             .map_err(|error| {
                 warn!(storm = %storm.id, %error, "storm failed");
@@ -221,11 +359,12 @@ impl Storms {
         if running.as_ref().is_some_and(|s| Arc::ptr_eq(s, &storm)) {
             *running = None;
         }
+        let (base, history) = (storm.base_bytes(), storm.history_bytes());
         let mut finished = self.finished.lock();
-        finished.push_back(storm);
-        while finished.len() > KEEP_FINISHED {
-            finished.pop_front();
-        }
+        finished.push(storm, base, history);
+        self.metrics
+            .finished_storms_bytes
+            .set(i64::try_from(finished.held_bytes()).unwrap_or(i64::MAX));
     }
 
     /// `GET /v1/storms/{id}`.
@@ -244,15 +383,19 @@ impl Storms {
         Some(storm.status())
     }
 
-    /// `GET /v1/storms/{id}/history`: `Err(true)` while the storm runs,
-    /// `Err(false)` when unknown or not recorded.
-    pub fn history_json(&self, id: &str) -> Result<String, bool> {
-        let storm = self.find(id).ok_or(false)?;
+    /// `GET /v1/storms/{id}/history`, as JSON.
+    pub fn history_json(&self, id: &str) -> Result<Bytes, Missing> {
+        let Some(storm) = self.find(id) else {
+            return Err(self.missing(id));
+        };
         let outcome = storm.outcome.lock();
         match outcome.as_ref() {
-            None => Err(true),
-            Some(Ok((_, Some(history)))) => history.to_json().map_err(|_| false),
-            Some(_) => Err(false),
+            None => Err(Missing::Running),
+            Some(Ok((_, Recorded::Json(json)))) => Ok(json.clone()),
+            Some(Ok((_, Recorded::Dropped))) => Err(Missing::DroppedForMemory {
+                max_bytes: self.finished_max_bytes,
+            }),
+            Some(_) => Err(Missing::NotRecorded),
         }
     }
 

@@ -39,6 +39,7 @@ use server::{
 use strings::{decr, decrby, get, incr, incrby, mget, mset, set};
 
 use crate::app_probe::{KeyAccess, StormTap};
+use crate::audit;
 
 use crate::engine::{
     ExpireCondition, MapEngine, Millis, Pattern, SetCondition, SetExpiry, SetOptions, Ttl,
@@ -386,7 +387,10 @@ impl Dispatcher {
                     observed: pending.is_some(),
                     reply: None,
                 };
+                // Every key the command removes is attributed to this client.
+                let acting = audit::as_app(&self.stats, call.session.id, TABLE[slot].name);
                 let result = handler(&mut call);
+                drop(acting);
                 let reply = call.reply.take();
                 (slot, result, pending, reply)
             }

@@ -116,6 +116,29 @@ pub struct MemoryReport {
     pub held_bytes: u64,
 }
 
+/// How a key left the map, as the engine tells its [`DeleteSink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// A command removed it (DEL, UNLINK, a deadline already past, the
+    /// source of a RENAME…); who and which command is the caller's to say.
+    Deleted,
+    /// It had expired and a write found it (lazy expiry).
+    ExpiredLazily,
+    /// It had expired and active expiry found it.
+    ExpiredActively,
+}
+
+/// Told of every key the engine removes, while the shard is still locked,
+/// so nothing can slip between the removal and its record. Implementations
+/// must not block and must not call back into the engine.
+pub trait DeleteSink: Send + Sync + 'static {
+    /// `key` was named by a removal; `removed` says whether it held a value
+    /// (a `DEL` of an absent key is reported with `false`).
+    fn deleted(&self, key: &[u8], how: Removal, removed: bool);
+    /// `FLUSHDB`/`FLUSHALL` removed `keys` keys at once.
+    fn cleared(&self, keys: u64);
+}
+
 /// A concurrent map with Redis string semantics and expiry.
 ///
 /// Implementations must be safe to call from many threads at once and must

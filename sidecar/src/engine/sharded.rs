@@ -20,14 +20,15 @@ use std::hash::{BuildHasher, RandomState};
 use std::io::Write as _;
 use std::mem::size_of;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
-    Clock, ExpireCondition, IncrError, MapEngine, MemoryReport, Millis, Pattern, ScanPage,
-    SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl,
+    Clock, DeleteSink, ExpireCondition, IncrError, MapEngine, MemoryReport, Millis, Pattern,
+    Removal, ScanPage, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl,
 };
 
 /// The highest position a key can hash to.
@@ -172,6 +173,29 @@ impl Bucket {
     }
 }
 
+/// The engine's [`DeleteSink`], if it has one; every shard holds a handle so
+/// each removal is reported under the lock that made it.
+#[derive(Clone, Default)]
+struct Sink(Option<Arc<dyn DeleteSink>>);
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Sink(Some)"
+        } else {
+            "Sink(None)"
+        })
+    }
+}
+
+impl Sink {
+    fn deleted(&self, key: &[u8], how: Removal, removed: bool) {
+        if let Some(sink) = &self.0 {
+            sink.deleted(key, how, removed);
+        }
+    }
+}
+
 /// One lock's worth of the map, with the counters the memory report needs.
 #[derive(Debug, Default)]
 struct Shard {
@@ -187,6 +211,7 @@ struct Shard {
     spill_bytes: u64,
     /// Keys removed because they expired (lazily or actively).
     expired: u64,
+    sink: Sink,
 }
 
 impl Shard {
@@ -208,8 +233,9 @@ impl Shard {
     /// Remove the key if it has expired, so a write treats it as absent.
     fn reap(&mut self, h: u64, key: &[u8], now: Millis) {
         if self.find(h, key).is_some_and(|entry| entry.is_expired(now)) {
-            self.remove(h, key);
+            self.take_entry(h, key);
             self.expired += 1;
+            self.sink.deleted(key, Removal::ExpiredLazily, true);
         }
     }
 
@@ -234,7 +260,17 @@ impl Shard {
         }
     }
 
+    /// Remove the key for a command (reported to the sink as a delete,
+    /// whether or not it was there).
     fn remove(&mut self, h: u64, key: &[u8]) -> Option<Entry> {
+        let entry = self.take_entry(h, key);
+        self.sink.deleted(key, Removal::Deleted, entry.is_some());
+        entry
+    }
+
+    /// Remove the key without reporting it: for the callers that report
+    /// the removal as what it was (an expiry).
+    fn take_entry(&mut self, h: u64, key: &[u8]) -> Option<Entry> {
         let position = self.map.get(&h)?.position(key)?;
         Some(self.remove_at(h, position))
     }
@@ -351,8 +387,10 @@ impl Shard {
                         .position(|entry| entry.is_expired(now))
                 });
                 let Some(position) = due else { break };
-                self.remove_at(h, position);
+                let entry = self.remove_at(h, position);
                 self.expired += 1;
+                self.sink
+                    .deleted(&entry.key, Removal::ExpiredActively, true);
                 removed += 1;
             }
         }
@@ -425,8 +463,7 @@ pub struct ShardedEngine {
     clock: Clock,
     /// Where the next `expire_cycle` starts, so no shard is always last.
     expiry_start: AtomicUsize,
-    /// `held_bytes` high-water mark since the allocator was last trimmed.
-    held_mark: AtomicU64,
+    sink: Sink,
 }
 
 impl std::fmt::Debug for ShardedEngine {
@@ -449,6 +486,15 @@ impl ShardedEngine {
         Self::with_hash_mask(shard_count, clock, MAX_POSITION - 1)
     }
 
+    /// Report every removal to `sink` (see [`DeleteSink`]).
+    pub fn with_delete_sink(mut self, sink: Arc<dyn DeleteSink>) -> Self {
+        self.sink = Sink(Some(sink));
+        for shard in self.shards.iter_mut() {
+            shard.get_mut().sink = self.sink.clone();
+        }
+        self
+    }
+
     /// 64 shards on the system clock.
     pub fn with_defaults() -> Self {
         Self::new(DEFAULT_SHARDS, Clock::System)
@@ -468,7 +514,7 @@ impl ShardedEngine {
             hash_mask,
             clock,
             expiry_start: AtomicUsize::new(0),
-            held_mark: AtomicU64::new(0),
+            sink: Sink::default(),
         }
     }
 
@@ -876,12 +922,19 @@ impl MapEngine for ShardedEngine {
 
     fn clear(&self) {
         let mut shards: Vec<_> = self.shards.iter().map(|shard| shard.write()).collect();
+        let mut cleared = 0;
         for shard in &mut shards {
+            cleared += shard.entries;
             let expired = shard.expired;
+            let sink = std::mem::take(&mut shard.sink);
             **shard = Shard {
                 expired,
+                sink,
                 ..Shard::default()
             };
+        }
+        if let Some(sink) = &self.sink.0 {
+            sink.cleared(cleared);
         }
     }
 
@@ -924,25 +977,17 @@ impl MapEngine for ShardedEngine {
 
     fn compact(&self) -> u64 {
         let mut released = 0;
-        let mut held = size_of::<ShardedEngine>() as u64;
         for lock in self.shards.iter() {
             let mut shard = lock.write();
             let before = shard.held_bytes();
             if shard.expiry_is_bloated() {
                 shard.rebuild_expiry();
             }
-            let after = shard.held_bytes();
-            released += before - after;
-            held += after;
+            released += before - shard.held_bytes();
         }
-        // Freed keys went back to the allocator, not to the kernel; trim when
-        // this pass freed something or the map shrank by a quarter since the
-        // last trim, so that the process RSS follows the map down.
-        let mark = self.held_mark.fetch_max(held, Ordering::Relaxed).max(held);
-        if released > 0 || held <= mark - mark / 4 {
-            crate::memory::release_free_heap();
-            self.held_mark.store(held, Ordering::Relaxed);
-        }
+        // Handing the freed heap to the kernel is `memory::HeapRelease`'s
+        // job: it watches the process's RSS against what is held, so a mass
+        // delete between two compactions is seen too.
         released
     }
 
