@@ -83,6 +83,8 @@ pub(crate) struct ClientRecord {
     pub(crate) name: Option<Bytes>,
     pub(crate) lib_name: Option<Bytes>,
     pub(crate) lib_ver: Option<Bytes>,
+    /// Cancelled by `CLIENT KILL`: the connection closes.
+    pub(crate) kill: CancellationToken,
 }
 
 impl ServerStats {
@@ -149,6 +151,7 @@ impl ServerStats {
             name: None,
             lib_name: None,
             lib_ver: None,
+            kill: CancellationToken::new(),
         };
         self.clients.lock().insert(id, record);
         id
@@ -375,6 +378,7 @@ enum Ending {
     IdleTimeout,
     ProtocolError,
     Shutdown,
+    Killed,
 }
 
 /// Whether to keep reading after a batch of commands.
@@ -436,10 +440,17 @@ impl Connection {
         idle_timeout: Option<Duration>,
         shutdown: &CancellationToken,
     ) -> io::Result<Ending> {
+        let killed = self
+            .dispatcher
+            .stats()
+            .client(self.session.id)
+            .map(|record| record.kill)
+            .unwrap_or_default();
         loop {
             self.input.reserve(READ_CHUNK);
             let read = tokio::select! {
                 biased;
+                _ = killed.cancelled() => return Ok(Ending::Killed),
                 _ = shutdown.cancelled() => return self.drain().await,
                 read = read_with_timeout(&mut self.stream, &mut self.input, idle_timeout) => read?,
             };

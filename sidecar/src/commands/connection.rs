@@ -1,4 +1,5 @@
-//! Connection commands: PING, ECHO, QUIT, SELECT, AUTH, HELLO and CLIENT.
+//! Connection commands: PING, ECHO, QUIT, SELECT, AUTH, HELLO and CLIENT
+//! (ID, GETNAME, SETNAME, SETINFO, INFO, LIST, KILL, REPLY, NO-EVICT).
 
 use super::*;
 
@@ -207,21 +208,16 @@ pub(super) fn client_info(call: &mut Call<'_>) -> Result<(), CommandError> {
 pub(super) fn client_list(call: &mut Call<'_>) -> Result<(), CommandError> {
     let filter: Option<Vec<u64>> = match &call.args[2..] {
         [] => None,
-        [kind, value] if is(kind, "type") => {
-            if is(value, "normal") {
-                None
-            } else if ["master", "replica", "slave", "pubsub"]
-                .iter()
-                .any(|t| is(value, t))
-            {
-                Some(Vec::new())
-            } else {
+        [kind, value] if is(kind, "type") => match client_type_matches(value) {
+            Some(true) => None,
+            Some(false) => Some(Vec::new()),
+            None => {
                 return Err(CommandError::new(format!(
                     "ERR Unknown client type '{}'",
                     quoted_prefix(value, 128)
                 )));
             }
-        }
+        },
         [kind, ids @ ..] if is(kind, "id") && !ids.is_empty() => Some(
             ids.iter()
                 .map(|id| {
@@ -242,6 +238,139 @@ pub(super) fn client_list(call: &mut Call<'_>) -> Result<(), CommandError> {
     }
     resp::write_bulk(call.out, listing.as_bytes());
     Ok(())
+}
+
+/// The client types Redis knows; every sidecar connection is a normal one.
+fn client_type_matches(name: &[u8]) -> Option<bool> {
+    if is(name, "normal") {
+        Some(true)
+    } else if ["master", "replica", "slave", "pubsub"]
+        .iter()
+        .any(|t| is(name, t))
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Redis's `clientKillCommand`: the old form `CLIENT KILL addr` answers OK
+/// or "No such client" and may kill the caller; the filter form answers how
+/// many it killed and skips the caller unless `SKIPME no`.
+pub(super) fn client_kill(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let args = &call.args[2..];
+    let old_form = args.len() == 1;
+    let (mut id, mut addr, mut laddr) = (None, None, None);
+    let mut normal = true;
+    let mut skip_me = !old_form;
+    if old_form {
+        addr = Some(&args[0]);
+    } else {
+        let mut i = 0;
+        while i < args.len() {
+            let (option, value) = (&args[i], args.get(i + 1));
+            let Some(value) = value else {
+                return Err(SYNTAX_ERROR);
+            };
+            if is(option, "id") {
+                let parsed = parse_i64(value)
+                    .filter(|&id| id > 0)
+                    .ok_or(CommandError::new("ERR client-id should be greater than 0"))?;
+                id = Some(parsed as u64);
+            } else if is(option, "type") {
+                normal = client_type_matches(value).ok_or_else(|| {
+                    CommandError::new(format!(
+                        "ERR Unknown client type '{}'",
+                        quoted_prefix(value, usize::MAX)
+                    ))
+                })?;
+            } else if is(option, "addr") {
+                addr = Some(value);
+            } else if is(option, "laddr") {
+                laddr = Some(value);
+            } else if is(option, "user") {
+                check_user(value)?;
+            } else if is(option, "skipme") {
+                skip_me = if is(value, "yes") {
+                    true
+                } else if is(value, "no") {
+                    false
+                } else {
+                    return Err(SYNTAX_ERROR);
+                };
+            } else {
+                return Err(SYNTAX_ERROR);
+            }
+            i += 2;
+        }
+    }
+    let me = call.session.id;
+    let mut killed = 0;
+    for (client, record) in call.server.stats.clients() {
+        let matches = normal
+            && id.is_none_or(|id| id == client)
+            && addr.is_none_or(|addr| addr[..] == *record.peer.to_string().as_bytes())
+            && laddr.is_none_or(|laddr| laddr[..] == *record.local.to_string().as_bytes());
+        if !matches || (client == me && skip_me) {
+            continue;
+        }
+        if client == me {
+            // Closed once this reply is written, as Redis does.
+            call.session.quit = true;
+        } else {
+            record.kill.cancel();
+        }
+        killed += 1;
+    }
+    if old_form {
+        if killed == 0 {
+            return Err(CommandError::new("ERR No such client"));
+        }
+        return ok(call.out);
+    }
+    integer(call.out, killed)
+}
+
+/// Only the default user exists.
+fn check_user(user: &[u8]) -> Result<(), CommandError> {
+    if is(user, "default") {
+        Ok(())
+    } else {
+        Err(CommandError::new(format!(
+            "ERR No such user '{}'",
+            quoted_prefix(user, usize::MAX)
+        )))
+    }
+}
+
+/// `CLIENT REPLY ON|OFF|SKIP`. OFF and SKIP are not answered themselves.
+pub(super) fn client_reply(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let mode = &call.args[2];
+    if is(mode, "on") {
+        call.session.reply_off = false;
+        call.session.skip_next_reply = false;
+        ok(call.out)
+    } else if is(mode, "off") {
+        call.session.reply_off = true;
+        Ok(())
+    } else if is(mode, "skip") {
+        if !call.session.reply_off {
+            call.session.skip_next_reply = true;
+        }
+        Ok(())
+    } else {
+        Err(SYNTAX_ERROR)
+    }
+}
+
+/// `CLIENT NO-EVICT ON|OFF`: accepted; the sidecar never evicts clients.
+pub(super) fn client_no_evict(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let mode = &call.args[2];
+    if is(mode, "on") || is(mode, "off") {
+        ok(call.out)
+    } else {
+        Err(SYNTAX_ERROR)
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Keyspace commands: DEL, EXISTS, the expiry family, TYPE, SCAN, KEYS, DBSIZE
-//! and the flushes.
+//! Keyspace commands: DEL, EXISTS, TOUCH, the expiry family, TYPE, RENAME,
+//! COPY, SCAN, KEYS, RANDOMKEY, DBSIZE and the flushes.
 
 use super::*;
 
@@ -148,13 +148,188 @@ pub(super) fn key_type(call: &mut Call<'_>) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// `TOUCH`: how many of the keys exist (there is no access time to update).
+pub(super) fn touch(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let found = call.engine().exists(&call.args[1..]);
+    integer(call.out, count(found))
+}
+
+fn expiretime_generic(call: &mut Call<'_>, millis: bool) -> Result<(), CommandError> {
+    let reply = match call.engine().expiry(&call.args[1]) {
+        KeyExpiry::Missing => -2,
+        KeyExpiry::Persistent => -1,
+        KeyExpiry::At(deadline) => {
+            let deadline = count(deadline);
+            // Rounded to the nearest second, as Redis's ttlGenericCommand does.
+            if millis {
+                deadline
+            } else {
+                deadline.saturating_add(500) / 1000
+            }
+        }
+    };
+    integer(call.out, reply)
+}
+
+pub(super) fn expiretime(call: &mut Call<'_>) -> Result<(), CommandError> {
+    expiretime_generic(call, false)
+}
+
+pub(super) fn pexpiretime(call: &mut Call<'_>) -> Result<(), CommandError> {
+    expiretime_generic(call, true)
+}
+
+/// The TTL a key moved or copied to another name keeps.
+fn kept_expiry(expiry: KeyExpiry) -> SetExpiry {
+    match expiry {
+        KeyExpiry::At(deadline) => SetExpiry::At(deadline),
+        KeyExpiry::Missing | KeyExpiry::Persistent => SetExpiry::Persist,
+    }
+}
+
+/// Redis's `renameGenericCommand`: the source must exist; renaming a key to
+/// itself changes nothing; the TTL moves with the value.
+fn rename_generic(call: &mut Call<'_>, only_if_absent: bool) -> Result<(), CommandError> {
+    let (from, to) = (&call.args[1], &call.args[2]);
+    let renamed = call.atomically(&[from, to], |keyspace| {
+        let value = keyspace
+            .get(from)
+            .ok_or(CommandError::new("ERR no such key"))?;
+        if from == to {
+            return Ok(!only_if_absent);
+        }
+        if only_if_absent && keyspace.exists(std::slice::from_ref(to)) > 0 {
+            return Ok(false);
+        }
+        let expiry = kept_expiry(keyspace.expiry(from));
+        keyspace.del(std::slice::from_ref(from));
+        let options = SetOptions {
+            condition: SetCondition::Always,
+            expiry,
+        };
+        keyspace.set(to.clone(), value, options);
+        Ok(true)
+    })?;
+    if only_if_absent {
+        integer(call.out, i64::from(renamed))
+    } else {
+        ok(call.out)
+    }
+}
+
+pub(super) fn rename(call: &mut Call<'_>) -> Result<(), CommandError> {
+    rename_generic(call, false)
+}
+
+pub(super) fn renamenx(call: &mut Call<'_>) -> Result<(), CommandError> {
+    rename_generic(call, true)
+}
+
+/// `COPY source destination [DB index] [REPLACE]`: 1 when copied. There is
+/// one database, so only `DB 0` is in range.
+pub(super) fn copy(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let args = call.args;
+    let mut replace = false;
+    let mut i = 3;
+    while i < args.len() {
+        if is(&args[i], "replace") {
+            replace = true;
+        } else if is(&args[i], "db") && i + 1 < args.len() {
+            let index = integer_arg(&args[i + 1])?;
+            if i32::try_from(index).is_err() {
+                return Err(NOT_AN_INTEGER);
+            }
+            if index != 0 {
+                return Err(CommandError::new("ERR DB index is out of range"));
+            }
+            i += 1;
+        } else {
+            return Err(SYNTAX_ERROR);
+        }
+        i += 1;
+    }
+    let (from, to) = (&args[1], &args[2]);
+    if from == to {
+        return Err(CommandError::new(
+            "ERR source and destination objects are the same",
+        ));
+    }
+    let copied = call.atomically(&[from, to], |keyspace| {
+        let Some(value) = keyspace.get(from) else {
+            return false;
+        };
+        let expiry = kept_expiry(keyspace.expiry(from));
+        let condition = if replace {
+            SetCondition::Always
+        } else {
+            SetCondition::IfAbsent
+        };
+        keyspace
+            .set(to.clone(), value, SetOptions { condition, expiry })
+            .written
+    });
+    integer(call.out, i64::from(copied))
+}
+
+/// `RANDOMKEY`: a key from a random place in the keyspace, or nil when empty.
+pub(super) fn randomkey(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let start = random_u64();
+    let keyspace = call.engine();
+    let mut cursor = start;
+    let mut wrapped = false;
+    let key = loop {
+        let page = keyspace.scan(cursor, None, 16);
+        if let Some(key) = page.keys.get((start as usize) % page.keys.len().max(1)) {
+            break Some(key.clone());
+        }
+        if page.cursor == 0 {
+            if wrapped {
+                break None;
+            }
+            wrapped = true;
+        }
+        cursor = page.cursor;
+    };
+    resp::write_optional_bulk(call.out, key.as_deref());
+    Ok(())
+}
+
+/// A fresh random number: std's hasher is seeded randomly per instance.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0u8)
+}
+
+/// Redis's `parseScanCursorOrReply`, which is C's `strtoul`: an optional
+/// sign (a minus negates modulo 2^64), decimal digits (leading zeros allowed;
+/// none at all reads as 0), nothing else, no overflow.
+fn scan_cursor(text: &[u8]) -> Option<u64> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        // strtoul consumed nothing: only the empty string passes.
+        return text.is_empty().then_some(0);
+    }
+    let mut value: u64 = 0;
+    for &byte in digits {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?;
+    }
+    Some(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    })
+}
+
 pub(super) fn scan(call: &mut Call<'_>) -> Result<(), CommandError> {
     let args = call.args;
-    let cursor = std::str::from_utf8(&args[1])
-        .ok()
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or(CommandError::new("ERR invalid cursor"))?;
+    let cursor = scan_cursor(&args[1]).ok_or(CommandError::new("ERR invalid cursor"))?;
     let mut pattern = None;
     let mut count_hint = 10usize;
     let mut strings_wanted = true;
@@ -365,7 +540,13 @@ mod tests {
     fn scan_argument_errors() {
         let mut c = Client::new();
         assert_eq!(c.run("SCAN x"), "-ERR invalid cursor\r\n");
-        assert_eq!(c.run("SCAN -1"), "-ERR invalid cursor\r\n");
+        assert_eq!(c.run("SCAN 1.5"), "-ERR invalid cursor\r\n");
+        assert_eq!(c.run("SCAN +"), "-ERR invalid cursor\r\n");
+        assert_eq!(
+            c.run("SCAN 18446744073709551616"),
+            "-ERR invalid cursor\r\n"
+        );
+        assert_eq!(c.call(&[b"SCAN", b" 1"]), "-ERR invalid cursor\r\n");
         assert_eq!(c.run("SCAN 0 COUNT 0"), "-ERR syntax error\r\n");
         assert_eq!(
             c.run("SCAN 0 COUNT x"),

@@ -23,26 +23,32 @@ mod server;
 mod strings;
 #[cfg(test)]
 mod test_client;
+mod transactions;
 
 use connection::{
-    auth, client_getname, client_id, client_info, client_list, client_setinfo, client_setname,
-    echo, hello, ping, quit, select,
+    auth, client_getname, client_id, client_info, client_kill, client_list, client_no_evict,
+    client_reply, client_setinfo, client_setname, echo, hello, ping, quit, select,
 };
 use keys::{
-    dbsize, del, exists, expire, expireat, flush, key_type, keys, persist, pexpire, pexpireat,
-    pttl, scan, ttl,
+    copy, dbsize, del, exists, expire, expireat, expiretime, flush, key_type, keys, persist,
+    pexpire, pexpireat, pexpiretime, pttl, randomkey, rename, renamenx, scan, touch, ttl,
 };
 use server::{
     command_all, command_count, command_docs, command_info, command_list, config_get, config_set,
     info,
 };
-use strings::{decr, decrby, get, incr, incrby, mget, mset, set};
+use strings::{
+    append, decr, decrby, get, getdel, getex, getset, incr, incrby, mget, mset, psetex, set, setex,
+    setnx, strlen,
+};
+use transactions::{Multi, WatchState, discard, exec, multi, reset, unwatch, watch};
 
 use crate::app_probe::{KeyAccess, StormTap};
 use crate::audit;
 
 use crate::engine::{
-    ExpireCondition, MapEngine, Millis, Pattern, SetCondition, SetExpiry, SetOptions, Ttl,
+    ExpireCondition, Footprint, KeyExpiry, Keyspace, MapEngine, Millis, Pattern, SetCondition,
+    SetExpiry, SetOptions, Ttl,
 };
 use crate::memory;
 use crate::metrics::SidecarMetrics;
@@ -125,7 +131,21 @@ const ALL_KEYS: (i64, i64, i64) = (1, -1, 1);
 const READ: &[&str] = &["readonly", "fast"];
 const WRITE: &[&str] = &["write", "denyoom"];
 const WRITE_FAST: &[&str] = &["write", "fast"];
+const WRITE_FAST_DENYOOM: &[&str] = &["write", "denyoom", "fast"];
 const CONNECTION: &[&str] = &["noscript", "loading", "stale", "fast"];
+const TRANSACTION: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
+
+/// The commands that reach every key though they name none: inside a
+/// transaction they need every shard.
+const WHOLE_KEYSPACE: &[&str] = &[
+    "scan",
+    "keys",
+    "dbsize",
+    "flushdb",
+    "flushall",
+    "info",
+    "randomkey",
+];
 
 /// Every command, the most frequent first (lookup walks the table).
 static TABLE: &[CommandSpec] = &[
@@ -139,6 +159,14 @@ static TABLE: &[CommandSpec] = &[
     command("incrby", 3, &["write", "denyoom", "fast"], ONE_KEY, incrby),
     command("decr", 2, &["write", "denyoom", "fast"], ONE_KEY, decr),
     command("decrby", 3, &["write", "denyoom", "fast"], ONE_KEY, decrby),
+    command("setnx", 3, WRITE_FAST_DENYOOM, ONE_KEY, setnx),
+    command("setex", 4, WRITE, ONE_KEY, setex),
+    command("psetex", 4, WRITE, ONE_KEY, psetex),
+    command("getset", 3, WRITE_FAST_DENYOOM, ONE_KEY, getset),
+    command("getdel", 2, WRITE_FAST, ONE_KEY, getdel),
+    command("getex", -2, WRITE_FAST, ONE_KEY, getex),
+    command("append", 3, WRITE_FAST_DENYOOM, ONE_KEY, append),
+    command("strlen", 2, READ, ONE_KEY, strlen),
     command("unlink", -2, WRITE_FAST, ALL_KEYS, del),
     command("expire", -3, WRITE_FAST, ONE_KEY, expire),
     command("pexpire", -3, WRITE_FAST, ONE_KEY, pexpire),
@@ -147,7 +175,14 @@ static TABLE: &[CommandSpec] = &[
     command("ttl", 2, READ, ONE_KEY, ttl),
     command("pttl", 2, READ, ONE_KEY, pttl),
     command("persist", 2, WRITE_FAST, ONE_KEY, persist),
+    command("expiretime", 2, READ, ONE_KEY, expiretime),
+    command("pexpiretime", 2, READ, ONE_KEY, pexpiretime),
     command("type", 2, READ, ONE_KEY, key_type),
+    command("touch", -2, READ, ALL_KEYS, touch),
+    command("rename", 3, &["write"], (1, 2, 1), rename),
+    command("renamenx", 3, WRITE_FAST, (1, 2, 1), renamenx),
+    command("copy", -3, WRITE, (1, 2, 1), copy),
+    command("randomkey", 1, &["readonly"], NO_KEYS, randomkey),
     command("scan", -2, &["readonly"], NO_KEYS, scan),
     command("keys", 2, &["readonly"], NO_KEYS, keys),
     command("dbsize", 1, READ, NO_KEYS, dbsize),
@@ -160,6 +195,18 @@ static TABLE: &[CommandSpec] = &[
     command("quit", -1, &["fast"], NO_KEYS, quit),
     command("hello", -1, CONNECTION, NO_KEYS, hello),
     command("auth", -2, CONNECTION, NO_KEYS, auth),
+    command("reset", 1, CONNECTION, NO_KEYS, reset),
+    command("multi", 1, TRANSACTION, NO_KEYS, multi),
+    command(
+        "exec",
+        1,
+        &["noscript", "loading", "stale", "skip_slowlog"],
+        NO_KEYS,
+        exec,
+    ),
+    command("discard", 1, TRANSACTION, NO_KEYS, discard),
+    command("watch", -2, TRANSACTION, ALL_KEYS, watch),
+    command("unwatch", 1, TRANSACTION, NO_KEYS, unwatch),
     CommandSpec {
         name: "client",
         arity: -2,
@@ -172,6 +219,21 @@ static TABLE: &[CommandSpec] = &[
                 command("getname", 2, CONNECTION, NO_KEYS, client_getname),
                 command("setname", 3, CONNECTION, NO_KEYS, client_setname),
                 command("setinfo", 4, CONNECTION, NO_KEYS, client_setinfo),
+                command(
+                    "kill",
+                    -3,
+                    &["admin", "noscript", "loading", "stale"],
+                    NO_KEYS,
+                    client_kill,
+                ),
+                command("reply", 3, CONNECTION, NO_KEYS, client_reply),
+                command(
+                    "no-evict",
+                    3,
+                    &["admin", "noscript", "loading", "stale"],
+                    NO_KEYS,
+                    client_no_evict,
+                ),
                 command("info", 2, CONNECTION, NO_KEYS, client_info),
                 command(
                     "list",
@@ -297,6 +359,14 @@ pub(crate) struct Session {
     meters: Vec<Option<LocalMeter>>,
     /// Commands run since the last flush, for `total_commands_processed`.
     unflushed_commands: u64,
+    /// Between `MULTI` and `EXEC`/`DISCARD`: the queued commands.
+    multi: Option<Multi>,
+    /// The keys `WATCH`ed since the last `EXEC`, `DISCARD` or `UNWATCH`.
+    watch: Option<WatchState>,
+    /// `CLIENT REPLY OFF`: no replies until `CLIENT REPLY ON`.
+    reply_off: bool,
+    /// `CLIENT REPLY SKIP`: no reply to the next command.
+    skip_next_reply: bool,
 }
 
 impl Session {
@@ -307,6 +377,10 @@ impl Session {
             quit: false,
             meters: (0..=TABLE.len()).map(|_| None).collect(),
             unflushed_commands: 0,
+            multi: None,
+            watch: None,
+            reply_off: false,
+            skip_next_reply: false,
         }
     }
 }
@@ -328,6 +402,10 @@ struct Call<'a> {
     out: &'a mut BytesMut,
     session: &'a mut Session,
     server: &'a Dispatcher,
+    /// The engine, or inside `EXEC` the shards the transaction holds.
+    keyspace: &'a dyn Keyspace,
+    /// Whether `keyspace` is a transaction's.
+    in_transaction: bool,
     /// Whether a storm records this command: the handlers of the modelled
     /// commands (GET, plain SET, DEL/UNLINK and EXISTS of one key) then leave
     /// their result in `reply`.
@@ -336,8 +414,29 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn engine(&self) -> &dyn MapEngine {
-        &*self.server.engine
+    /// Where the command's data operations go. Handlers reach the engine
+    /// only through this (or [`Call::atomically`]): inside `EXEC` the engine's
+    /// shards are locked by this very thread.
+    fn engine(&self) -> &dyn Keyspace {
+        self.keyspace
+    }
+
+    /// Run `body` as one atomic step over the shards of `keys`, for the
+    /// commands made of several engine operations (`GETDEL`, `RENAME`…).
+    fn atomically<R>(&self, keys: &[&[u8]], body: impl FnOnce(&dyn Keyspace) -> R) -> R {
+        if self.in_transaction {
+            return body(self.keyspace);
+        }
+        let mut body = Some(body);
+        let mut result = None;
+        self.server
+            .engine
+            .transaction(Footprint::Keys(keys.to_vec()), None, &mut |keyspace| {
+                if let Some(body) = body.take() {
+                    result = Some(body(keyspace));
+                }
+            });
+        result.expect("a transaction without a watch always runs")
     }
 }
 
@@ -369,12 +468,51 @@ impl Dispatcher {
     pub(crate) fn execute_observed(
         &self,
         session: &mut Session,
-        mut storm: Option<&mut StormTap>,
+        storm: Option<&mut StormTap>,
         args: &[Bytes],
         out: &mut BytesMut,
     ) {
         let started = Instant::now();
-        let (slot, result, pending, reply) = match resolve(args) {
+        let written = out.len();
+        // Redis's CLIENT REPLY: the reply is written, then dropped, so a
+        // `CLIENT REPLY ON` is answered.
+        let skip = std::mem::take(&mut session.skip_next_reply);
+        let resolved = resolve(args);
+        let queued = session.multi.is_some()
+            && transactions::queue(self, session, &resolved, args, out, started);
+        if !queued {
+            match resolved {
+                Ok((slot, _)) if TABLE[slot].name == "exec" && session.multi.is_some() => {
+                    let ok = transactions::run_exec(self, session, storm, out);
+                    self.record(session, slot, ok, started.elapsed());
+                }
+                resolved => {
+                    let keyspace: &dyn Keyspace = &self.engine;
+                    self.run(
+                        session, storm, keyspace, false, resolved, args, out, started,
+                    );
+                }
+            }
+        }
+        if session.reply_off || skip {
+            out.truncate(written);
+        }
+    }
+
+    /// Run one resolved command on `keyspace` and write its reply.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        session: &mut Session,
+        mut storm: Option<&mut StormTap>,
+        keyspace: &dyn Keyspace,
+        in_transaction: bool,
+        resolved: Result<(usize, Handler), (usize, CommandError)>,
+        args: &[Bytes],
+        out: &mut BytesMut,
+        started: Instant,
+    ) -> bool {
+        let (slot, result, pending, reply) = match resolved {
             Ok((slot, handler)) => {
                 let pending = storm
                     .as_deref_mut()
@@ -384,6 +522,8 @@ impl Dispatcher {
                     out: &mut *out,
                     session: &mut *session,
                     server: self,
+                    keyspace,
+                    in_transaction,
                     observed: pending.is_some(),
                     reply: None,
                 };
@@ -405,6 +545,7 @@ impl Dispatcher {
             resp::write_error(out, error.text());
         }
         self.record(session, slot, result.is_ok(), elapsed);
+        result.is_ok()
     }
 
     fn record(&self, session: &mut Session, slot: usize, ok: bool, elapsed: Duration) {
@@ -427,6 +568,10 @@ impl Dispatcher {
         }
         local.duration.observe(elapsed.as_secs_f64());
         session.unflushed_commands += 1;
+    }
+
+    pub(crate) fn stats(&self) -> &ServerStats {
+        &self.stats
     }
 
     /// Publish what the session counted since the last flush.
@@ -452,19 +597,28 @@ fn key_access<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> KeyAccess<'a> {
     if !spec.flags.contains(&"write") {
         return KeyAccess::Untouched;
     }
+    if spec.keys == NO_KEYS {
+        return KeyAccess::Everything;
+    }
+    match key_range(spec, args) {
+        Some((first, last, step)) => KeyAccess::Unmodelled {
+            keys: &args[first..=last],
+            step,
+        },
+        None => KeyAccess::Untouched,
+    }
+}
+
+/// Where a command's keys sit in `args`: first, last and step, from the
+/// table's key specification; `None` when it names none.
+fn key_range(spec: &CommandSpec, args: &[Bytes]) -> Option<(usize, usize, usize)> {
     let (first, last, step) = spec.keys;
     if (first, last, step) == NO_KEYS {
-        return KeyAccess::Everything;
+        return None;
     }
     let count = args.len() as i64;
     let last = if last < 0 { count + last } else { last }.min(count - 1);
-    if first > last {
-        return KeyAccess::Untouched;
-    }
-    KeyAccess::Unmodelled {
-        keys: &args[first as usize..=last as usize],
-        step: step as usize,
-    }
+    (first <= last).then_some((first as usize, last as usize, step as usize))
 }
 
 /// The handler for `args`, or the error Redis gives before running anything,

@@ -1,4 +1,6 @@
-//! String commands: GET, SET and its options, MGET, MSET, and the counters.
+//! String commands: GET, SET and its options and its older forms (SETNX,
+//! SETEX, PSETEX, GETSET), GETDEL, GETEX, APPEND, STRLEN, MGET, MSET, and the
+//! counters.
 
 use super::*;
 
@@ -19,6 +21,36 @@ enum ExpiryOption {
     PxAt,
 }
 
+const EXPIRY_OPTIONS: [(&str, ExpiryOption); 4] = [
+    ("ex", ExpiryOption::Ex),
+    ("px", ExpiryOption::Px),
+    ("exat", ExpiryOption::ExAt),
+    ("pxat", ExpiryOption::PxAt),
+];
+
+/// Redis's `getExpireMillisecondsOrReply`: the deadline `value` means for
+/// `kind`, with a zero or negative time and any overflow reported as an
+/// invalid expire time of `command`.
+fn expiry_deadline(
+    call: &Call<'_>,
+    command: &str,
+    kind: ExpiryOption,
+    value: &[u8],
+) -> Result<Millis, CommandError> {
+    let invalid = || invalid_expire_time(command);
+    let amount = integer_arg(value)?;
+    let seconds = matches!(kind, ExpiryOption::Ex | ExpiryOption::ExAt);
+    if amount <= 0 || (seconds && amount > i64::MAX / 1000) {
+        return Err(invalid());
+    }
+    let millis = if seconds { amount * 1000 } else { amount };
+    let deadline = match kind {
+        ExpiryOption::Ex | ExpiryOption::Px => millis.checked_add(now(call)).ok_or_else(invalid)?,
+        ExpiryOption::ExAt | ExpiryOption::PxAt => millis,
+    };
+    Ok(deadline as Millis)
+}
+
 pub(super) fn set(call: &mut Call<'_>) -> Result<(), CommandError> {
     let args = call.args;
     let mut condition = SetCondition::Always;
@@ -31,15 +63,10 @@ pub(super) fn set(call: &mut Call<'_>) -> Result<(), CommandError> {
     while i < args.len() {
         let option = &args[i];
         let next = args.get(i + 1);
-        let expiry_option = [
-            ("ex", ExpiryOption::Ex),
-            ("px", ExpiryOption::Px),
-            ("exat", ExpiryOption::ExAt),
-            ("pxat", ExpiryOption::PxAt),
-        ]
-        .into_iter()
-        .find(|(word, _)| is(option, word))
-        .map(|(_, kind)| kind);
+        let expiry_option = EXPIRY_OPTIONS
+            .into_iter()
+            .find(|(word, _)| is(option, word))
+            .map(|(_, kind)| kind);
         if is(option, "nx") && condition != SetCondition::IfPresent {
             condition = SetCondition::IfAbsent;
         } else if is(option, "xx") && condition != SetCondition::IfAbsent {
@@ -62,22 +89,7 @@ pub(super) fn set(call: &mut Call<'_>) -> Result<(), CommandError> {
     let expiry = match expiry {
         None if keep_ttl => SetExpiry::Keep,
         None => SetExpiry::Persist,
-        Some((kind, value)) => {
-            let invalid = || invalid_expire_time("set");
-            let amount = integer_arg(value)?;
-            let seconds = matches!(kind, ExpiryOption::Ex | ExpiryOption::ExAt);
-            if amount <= 0 || (seconds && amount > i64::MAX / 1000) {
-                return Err(invalid());
-            }
-            let millis = if seconds { amount * 1000 } else { amount };
-            let deadline = match kind {
-                ExpiryOption::Ex | ExpiryOption::Px => {
-                    millis.checked_add(now(call)).ok_or_else(invalid)?
-                }
-                ExpiryOption::ExAt | ExpiryOption::PxAt => millis,
-            };
-            SetExpiry::At(deadline as Millis)
-        }
+        Some((kind, value)) => SetExpiry::At(expiry_deadline(call, "set", kind, value)?),
     };
     // Key and value are slices of the connection's read buffer; the engine
     // copies what it keeps, so storing them pins no buffer.
@@ -119,6 +131,143 @@ pub(super) fn mset(call: &mut Call<'_>) -> Result<(), CommandError> {
         .collect();
     call.engine().mset(pairs);
     ok(call.out)
+}
+
+/// `SETNX key value`: `SET … NX` answering 1 or 0.
+pub(super) fn setnx(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let options = SetOptions {
+        condition: SetCondition::IfAbsent,
+        expiry: SetExpiry::Persist,
+    };
+    let outcome = call
+        .engine()
+        .set(call.args[1].clone(), call.args[2].clone(), options);
+    integer(call.out, i64::from(outcome.written))
+}
+
+fn set_expiring(
+    call: &mut Call<'_>,
+    command: &str,
+    kind: ExpiryOption,
+) -> Result<(), CommandError> {
+    let deadline = expiry_deadline(call, command, kind, &call.args[2])?;
+    let options = SetOptions {
+        condition: SetCondition::Always,
+        expiry: SetExpiry::At(deadline),
+    };
+    call.engine()
+        .set(call.args[1].clone(), call.args[3].clone(), options);
+    ok(call.out)
+}
+
+/// `SETEX key seconds value`.
+pub(super) fn setex(call: &mut Call<'_>) -> Result<(), CommandError> {
+    set_expiring(call, "setex", ExpiryOption::Ex)
+}
+
+/// `PSETEX key milliseconds value`.
+pub(super) fn psetex(call: &mut Call<'_>) -> Result<(), CommandError> {
+    set_expiring(call, "psetex", ExpiryOption::Px)
+}
+
+/// `GETSET key value`: `SET … GET`, which also clears the TTL.
+pub(super) fn getset(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let outcome = call.engine().set(
+        call.args[1].clone(),
+        call.args[2].clone(),
+        SetOptions::default(),
+    );
+    resp::write_optional_bulk(call.out, outcome.previous.as_deref());
+    Ok(())
+}
+
+pub(super) fn getdel(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let key = &call.args[1];
+    let value = call.atomically(&[key], |keyspace| {
+        let value = keyspace.get(key);
+        if value.is_some() {
+            keyspace.del(std::slice::from_ref(key));
+        }
+        value
+    });
+    resp::write_optional_bulk(call.out, value.as_deref());
+    Ok(())
+}
+
+/// `GETEX key [EX|PX|EXAT|PXAT time | PERSIST]`: the value, and the TTL
+/// changed as asked (a deadline already past deletes the key).
+pub(super) fn getex(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let args = call.args;
+    let mut persist = false;
+    let mut expiry: Option<(ExpiryOption, &Bytes)> = None;
+    let mut i = 2;
+    while i < args.len() {
+        let option = &args[i];
+        let kind = EXPIRY_OPTIONS
+            .into_iter()
+            .find(|(word, _)| is(option, word))
+            .map(|(_, kind)| kind);
+        if is(option, "persist") && expiry.is_none() {
+            persist = true;
+        } else if let (Some(kind), Some(value)) = (kind, args.get(i + 1))
+            && !persist
+            && expiry.is_none_or(|(given, _)| given == kind)
+        {
+            expiry = Some((kind, value));
+            i += 1;
+        } else {
+            return Err(SYNTAX_ERROR);
+        }
+        i += 1;
+    }
+    let deadline = match expiry {
+        Some((kind, value)) => Some(expiry_deadline(call, "getex", kind, value)?),
+        None => None,
+    };
+    let key = &args[1];
+    let value = call.atomically(&[key], |keyspace| {
+        let value = keyspace.get(key)?;
+        if let Some(deadline) = deadline {
+            keyspace.expire_at(key, deadline, ExpireCondition::Always);
+        } else if persist {
+            keyspace.persist(key);
+        }
+        Some(value)
+    });
+    resp::write_optional_bulk(call.out, value.as_deref());
+    Ok(())
+}
+
+/// `APPEND key tail`: the new length; the key keeps its TTL.
+pub(super) fn append(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let (key, tail) = (&call.args[1], &call.args[2]);
+    let max = call.server.config.limits.max_bulk_len;
+    let length = call.atomically(&[key], |keyspace| {
+        let mut value = keyspace.get(key).map(BytesMut::from).unwrap_or_default();
+        // Redis's checkStringLength, against the sidecar's own bulk limit.
+        if value.len() + tail.len() > max {
+            return Err(CommandError::new(
+                "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+            ));
+        }
+        value.extend_from_slice(tail);
+        let length = value.len();
+        let options = SetOptions {
+            condition: SetCondition::Always,
+            expiry: SetExpiry::Keep,
+        };
+        keyspace.set(key.clone(), value.freeze(), options);
+        Ok(length)
+    })?;
+    integer(call.out, count(length as u64))
+}
+
+pub(super) fn strlen(call: &mut Call<'_>) -> Result<(), CommandError> {
+    let length = call
+        .engine()
+        .get(&call.args[1])
+        .map_or(0, |value| value.len());
+    integer(call.out, count(length as u64))
 }
 
 fn incr_by(call: &mut Call<'_>, delta: i64) -> Result<(), CommandError> {

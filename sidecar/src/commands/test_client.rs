@@ -10,22 +10,57 @@ pub(crate) struct Client {
     pub(crate) clock: Clock,
     pub(crate) metrics: Arc<SidecarMetrics>,
     pub(crate) stats: Arc<ServerStats>,
-    pub(crate) dispatcher: Dispatcher,
+    pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) session: Session,
 }
 
 impl Client {
     pub(crate) fn new() -> Self {
+        Self::with(4, ServerConfig::default())
+    }
+
+    /// On an engine of `shards` shards.
+    pub(crate) fn with_shards(shards: usize) -> Self {
+        Self::with(shards, ServerConfig::default())
+    }
+
+    /// With `client-query-buffer-limit` at `bytes`.
+    pub(crate) fn with_query_limit(bytes: usize) -> Self {
+        let mut config = ServerConfig::default();
+        config.limits.max_query_bytes = bytes;
+        Self::with(4, config)
+    }
+
+    fn with(shards: usize, config: ServerConfig) -> Self {
         let clock = Clock::manual(START);
-        let engine = Arc::new(ShardedEngine::new(4, clock.clone()));
+        let engine = Arc::new(ShardedEngine::new(shards, clock.clone()));
         let metrics = Arc::new(SidecarMetrics::new());
         let stats = Arc::new(ServerStats::new());
-        let dispatcher = Dispatcher::new(
+        let dispatcher = Arc::new(Dispatcher::new(
             engine,
             metrics.clone(),
             stats.clone(),
-            ServerConfig::default(),
-        );
+            config,
+        ));
+        Self::connect(clock, metrics, stats, dispatcher)
+    }
+
+    /// Another connection to the same server.
+    pub(crate) fn other(&self) -> Self {
+        Self::connect(
+            self.clock.clone(),
+            self.metrics.clone(),
+            self.stats.clone(),
+            self.dispatcher.clone(),
+        )
+    }
+
+    fn connect(
+        clock: Clock,
+        metrics: Arc<SidecarMetrics>,
+        stats: Arc<ServerStats>,
+        dispatcher: Arc<Dispatcher>,
+    ) -> Self {
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let id = stats.register_client(peer, "127.0.0.1:6379".parse().unwrap());
         let session = Session::new(id, peer);

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use super::{
-    Clock, ExpireCondition, IncrError, MapEngine, MemoryReport, Millis, Pattern, ScanPage,
-    SetExpiry, SetOptions, SetOutcome, Ttl,
+    Clock, ExpireCondition, Footprint, IncrError, Keyspace, MapEngine, MemoryReport, Millis,
+    Pattern, ScanPage, SetExpiry, SetOptions, SetOutcome, Ttl, Watcher,
 };
 
 /// Reads see the map as it was at the last refresh.
@@ -190,6 +190,25 @@ impl MapEngine for LaggingEngine {
 
     fn memory(&self) -> MemoryReport {
         self.inner.memory()
+    }
+
+    fn watch(&self, watcher: &Arc<Watcher>, key: &[u8]) {
+        self.inner.watch(watcher, key)
+    }
+
+    fn unwatch(&self, watcher: &Arc<Watcher>, keys: &[Bytes]) {
+        self.inner.unwatch(watcher, keys)
+    }
+
+    /// On the correct engine: the lag this engine models is in its reads
+    /// outside transactions.
+    fn transaction(
+        &self,
+        footprint: Footprint<'_>,
+        watch: Option<(&Arc<Watcher>, &[Bytes])>,
+        body: &mut dyn FnMut(&dyn Keyspace),
+    ) -> bool {
+        self.inner.transaction(footprint, watch, body)
     }
 
     fn restore(

@@ -6,14 +6,20 @@
 //! `MSET`, `DEL k1 k2 …`) are atomic across their keys, as in Redis.
 
 mod clock;
+mod keyspace;
 mod lagging;
 mod pattern;
 mod sharded;
+mod transaction;
 
 pub use clock::Clock;
+pub use keyspace::Keyspace;
 pub use lagging::LaggingEngine;
 pub use pattern::Pattern;
 pub use sharded::ShardedEngine;
+pub use transaction::{Footprint, Watcher};
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -83,6 +89,17 @@ pub enum Ttl {
     Persistent,
     /// The key expires in this many milliseconds.
     Remaining(Millis),
+}
+
+/// A key's deadline, as `PEXPIRETIME` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyExpiry {
+    /// The key does not exist (`-2`).
+    Missing,
+    /// The key exists and never expires (`-1`).
+    Persistent,
+    /// The key expires at this instant of the engine clock.
+    At(Millis),
 }
 
 /// Why `INCRBY` refused.
@@ -174,6 +191,15 @@ pub trait MapEngine: Send + Sync + 'static {
     fn expire_at(&self, key: &[u8], deadline: Millis, condition: ExpireCondition) -> bool;
     /// `PTTL`.
     fn ttl(&self, key: &[u8]) -> Ttl;
+    /// `PEXPIRETIME`: the key's deadline itself, not a rounded remainder.
+    fn expiry(&self, key: &[u8]) -> KeyExpiry {
+        let now = self.clock().now();
+        match self.ttl(key) {
+            Ttl::Missing => KeyExpiry::Missing,
+            Ttl::Persistent => KeyExpiry::Persistent,
+            Ttl::Remaining(left) => KeyExpiry::At(now.saturating_add(left)),
+        }
+    }
     /// `PERSIST`: `true` if the key had a TTL that was removed.
     fn persist(&self, key: &[u8]) -> bool;
     /// One `SCAN` step. Guarantees (as Redis's): a key present from the first
@@ -211,6 +237,23 @@ pub trait MapEngine: Send + Sync + 'static {
     /// Give memory back when most of what the engine holds is dead space;
     /// returns the bytes released from the engine's own structures.
     fn compact(&self) -> u64;
+    /// `WATCH`: from now on, any change to `key` (a write, a delete, an
+    /// expiry, a flush; by anyone) raises `watcher`, until
+    /// [`MapEngine::unwatch`] or a transaction ends the watch.
+    fn watch(&self, watcher: &Arc<Watcher>, key: &[u8]);
+    /// Stop telling `watcher` about changes to `keys`.
+    fn unwatch(&self, watcher: &Arc<Watcher>, keys: &[Bytes]);
+    /// `EXEC`: run `body` with the shards of `footprint` and of the watched
+    /// keys locked, so no other operation interleaves with it. When `watch`
+    /// is given, `body` runs only if none of its keys changed since it was
+    /// watched (Redis also counts a key that expired in the meantime); the
+    /// watch ends either way. `true` when `body` ran.
+    fn transaction(
+        &self,
+        footprint: Footprint<'_>,
+        watch: Option<(&Arc<Watcher>, &[Bytes])>,
+        body: &mut dyn FnMut(&dyn Keyspace),
+    ) -> bool;
     /// The clock deadlines are measured on.
     fn clock(&self) -> &Clock;
     /// The engine's name, for `INFO` and logs.

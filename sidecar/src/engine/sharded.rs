@@ -13,6 +13,9 @@
 //! `Bytes` sliced from a network read buffer would pin the whole buffer, make
 //! the memory report a guess, and keep deleted keys' memory alive.
 
+mod held;
+mod watch;
+
 use std::cmp::Reverse;
 use std::collections::btree_map;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -20,6 +23,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::io::Write as _;
 use std::mem::size_of;
 use std::num::NonZeroU64;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -27,9 +31,12 @@ use bytes::Bytes;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
-    Clock, DeleteSink, ExpireCondition, IncrError, MapEngine, MemoryReport, Millis, Pattern,
-    Removal, ScanPage, SetCondition, SetExpiry, SetOptions, SetOutcome, Ttl,
+    Clock, DeleteSink, ExpireCondition, Footprint, IncrError, KeyExpiry, Keyspace, MapEngine,
+    MemoryReport, Millis, Pattern, Removal, ScanPage, SetCondition, SetExpiry, SetOptions,
+    SetOutcome, Ttl, Watcher,
 };
+use held::Held;
+use watch::Watches;
 
 /// The highest position a key can hash to.
 const MAX_POSITION: u64 = 1 << 63;
@@ -212,6 +219,8 @@ struct Shard {
     /// Keys removed because they expired (lazily or actively).
     expired: u64,
     sink: Sink,
+    /// Who `WATCH`es which of this shard's keys.
+    watched: Watches,
 }
 
 impl Shard {
@@ -240,6 +249,7 @@ impl Shard {
     }
 
     fn insert(&mut self, h: u64, entry: Entry) {
+        self.changed(&entry.key);
         self.entries += 1;
         self.data_bytes += entry.data_bytes();
         let deadline = entry.deadline;
@@ -292,6 +302,7 @@ impl Shard {
         if entry.deadline.is_some() {
             self.with_ttl -= 1;
         }
+        self.removed(&entry.key);
         entry
     }
 
@@ -310,6 +321,7 @@ impl Shard {
                 let before = std::mem::replace(&mut entry.deadline, deadline);
                 self.data_bytes = self.data_bytes - previous.len() as u64 + value.len() as u64;
                 self.track_deadline(h, before, deadline);
+                self.changed(key);
                 Some(previous)
             }
             None => {
@@ -324,6 +336,7 @@ impl Shard {
         if let Some(entry) = self.find_mut(h, key) {
             let before = std::mem::replace(&mut entry.deadline, deadline);
             self.track_deadline(h, before, deadline);
+            self.changed(key);
         }
     }
 
@@ -415,6 +428,172 @@ impl Shard {
     fn expiry_is_bloated(&self) -> bool {
         self.expiry.capacity() as u64 > 2 * self.with_ttl + 64
     }
+}
+
+/// The per-shard core of the operations that do more than look a key up, so
+/// a command does the same on its own and inside a transaction.
+impl Shard {
+    fn set_entry(
+        &mut self,
+        h: u64,
+        key: &[u8],
+        value: &[u8],
+        options: SetOptions,
+        now: Millis,
+    ) -> SetOutcome {
+        self.reap(h, key, now);
+        let current = self.find(h, key);
+        let refused = match options.condition {
+            SetCondition::Always => false,
+            SetCondition::IfAbsent => current.is_some(),
+            SetCondition::IfPresent => current.is_none(),
+        };
+        if refused {
+            let previous = current.map(|entry| Bytes::copy_from_slice(&entry.value));
+            return SetOutcome {
+                written: false,
+                previous,
+            };
+        }
+        let deadline = match options.expiry {
+            SetExpiry::Persist => None,
+            SetExpiry::Keep => current.and_then(|entry| entry.deadline),
+            SetExpiry::At(deadline) if deadline <= now => {
+                // Redis 7 answers OK and deletes: the write happened, and
+                // the key expired the instant it did.
+                let previous = self.remove(h, key).map(|entry| Bytes::from(entry.value));
+                return SetOutcome {
+                    written: true,
+                    previous,
+                };
+            }
+            SetExpiry::At(deadline) => NonZeroU64::new(deadline),
+        };
+        let previous = self.put(h, key, value, deadline).map(Bytes::from);
+        SetOutcome {
+            written: true,
+            previous,
+        }
+    }
+
+    fn incr_entry(
+        &mut self,
+        h: u64,
+        key: &[u8],
+        delta: i64,
+        now: Millis,
+    ) -> Result<i64, IncrError> {
+        self.reap(h, key, now);
+        let (current, deadline) = match self.find(h, key) {
+            Some(entry) => (
+                parse_strict_i64(&entry.value).ok_or(IncrError::NotInteger)?,
+                entry.deadline,
+            ),
+            None => (0, None),
+        };
+        let next = current.checked_add(delta).ok_or(IncrError::Overflow)?;
+        let mut buffer = [0; 20];
+        self.put(h, key, decimal(next, &mut buffer), deadline);
+        Ok(next)
+    }
+
+    fn expire_entry(
+        &mut self,
+        h: u64,
+        key: &[u8],
+        deadline: Millis,
+        condition: ExpireCondition,
+        now: Millis,
+    ) -> bool {
+        self.reap(h, key, now);
+        let Some(entry) = self.find(h, key) else {
+            return false;
+        };
+        let current = entry.deadline.map(NonZeroU64::get);
+        // Redis 7 checks the condition before looking at whether the new
+        // deadline is already past; no TTL counts as an infinite one.
+        let allowed = match (condition, current) {
+            (ExpireCondition::Always, _) => true,
+            (ExpireCondition::IfNoTtl, current) => current.is_none(),
+            (ExpireCondition::IfTtl, current) => current.is_some(),
+            (ExpireCondition::IfGreater, None) => false,
+            (ExpireCondition::IfGreater, Some(current)) => deadline > current,
+            (ExpireCondition::IfLess, None) => true,
+            (ExpireCondition::IfLess, Some(current)) => deadline < current,
+        };
+        if !allowed {
+            return false;
+        }
+        if deadline <= now {
+            self.remove(h, key);
+        } else {
+            self.set_deadline(h, key, NonZeroU64::new(deadline));
+        }
+        true
+    }
+
+    fn ttl_of(&self, h: u64, key: &[u8], now: Millis) -> Ttl {
+        match self.live(h, key, now) {
+            None => Ttl::Missing,
+            Some(Entry { deadline: None, .. }) => Ttl::Persistent,
+            Some(Entry {
+                deadline: Some(deadline),
+                ..
+            }) => Ttl::Remaining(deadline.get() - now),
+        }
+    }
+
+    fn expiry_of(&self, h: u64, key: &[u8], now: Millis) -> KeyExpiry {
+        match self.live(h, key, now) {
+            None => KeyExpiry::Missing,
+            Some(Entry { deadline: None, .. }) => KeyExpiry::Persistent,
+            Some(Entry {
+                deadline: Some(deadline),
+                ..
+            }) => KeyExpiry::At(deadline.get()),
+        }
+    }
+
+    fn persist_entry(&mut self, h: u64, key: &[u8], now: Millis) -> bool {
+        self.reap(h, key, now);
+        match self.find(h, key) {
+            Some(entry) if entry.deadline.is_some() => {
+                self.set_deadline(h, key, None);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `FLUSHALL` of this shard; its expiry count, delete sink and watchers
+    /// stay. The caller reports the flush to the engine's sink.
+    fn clear_all(&mut self) {
+        self.flushing();
+        let expired = self.expired;
+        let sink = std::mem::take(&mut self.sink);
+        let watched = std::mem::take(&mut self.watched);
+        *self = Shard {
+            expired,
+            sink,
+            watched,
+            ..Shard::default()
+        };
+    }
+}
+
+/// What `shards` hold, for the memory report.
+fn memory_of<G: Deref<Target = Shard>>(shards: &[G]) -> MemoryReport {
+    let mut report = MemoryReport {
+        held_bytes: size_of::<ShardedEngine>() as u64,
+        ..MemoryReport::default()
+    };
+    for shard in shards {
+        report.keys += shard.entries;
+        report.keys_with_ttl += shard.with_ttl;
+        report.live_bytes += shard.live_bytes();
+        report.held_bytes += shard.held_bytes();
+    }
+    report
 }
 
 /// Where a key lives.
@@ -571,6 +750,68 @@ impl ShardedEngine {
     }
 }
 
+impl ShardedEngine {
+    /// `SCAN` over shards read through `lock`, one at a time.
+    fn scan_with<G: Deref<Target = Shard>>(
+        &self,
+        cursor: u64,
+        pattern: Option<&Pattern>,
+        count: usize,
+        mut lock: impl FnMut(usize) -> G,
+    ) -> ScanPage {
+        if cursor > MAX_POSITION {
+            // Not a cursor this engine hands out: nothing lies beyond it.
+            return ScanPage {
+                cursor: 0,
+                keys: Vec::new(),
+            };
+        }
+        let pattern = pattern.filter(|pattern| !pattern.matches_everything());
+        let count = count.max(1);
+        let mut keys = Vec::new();
+        let mut visited = 0;
+        let mut from = cursor.max(1);
+        let mut shard_index = self.shard_of(from);
+        loop {
+            let shard = lock(shard_index);
+            let now = self.clock.now();
+            for (&h, bucket) in shard.map.range(from..=self.last_position(shard_index)) {
+                // A whole bucket goes in one page: the cursor cannot point
+                // inside it.
+                for entry in bucket.entries() {
+                    visited += 1;
+                    if !entry.is_expired(now) && pattern.is_none_or(|p| p.matches(&entry.key)) {
+                        keys.push(Bytes::copy_from_slice(&entry.key));
+                    }
+                }
+                // COUNT counts entries visited, matched or not, as Redis does.
+                if visited >= count {
+                    let cursor = if h == MAX_POSITION { 0 } else { h + 1 };
+                    return ScanPage { cursor, keys };
+                }
+            }
+            drop(shard);
+            shard_index += 1;
+            if shard_index == self.shards.len() {
+                return ScanPage { cursor: 0, keys };
+            }
+            from = self.first_position(shard_index);
+        }
+    }
+
+    /// `KEYS` over shards already locked.
+    fn keys_in<G: Deref<Target = Shard>>(&self, shards: &[G], pattern: &Pattern) -> Vec<Bytes> {
+        let all = pattern.matches_everything();
+        let now = self.clock.now();
+        shards
+            .iter()
+            .flat_map(|shard| shard.map.values().flat_map(Bucket::entries))
+            .filter(|entry| !entry.is_expired(now) && (all || pattern.matches(&entry.key)))
+            .map(|entry| Bytes::copy_from_slice(&entry.key))
+            .collect()
+    }
+}
+
 impl Default for ShardedEngine {
     fn default() -> Self {
         Self::with_defaults()
@@ -650,41 +891,7 @@ impl MapEngine for ShardedEngine {
         let slot = self.locate(&key);
         let mut shard = self.shards[slot.shard].write();
         let now = self.clock.now();
-        shard.reap(slot.h, &key, now);
-        let current = shard.find(slot.h, &key);
-        let refused = match options.condition {
-            SetCondition::Always => false,
-            SetCondition::IfAbsent => current.is_some(),
-            SetCondition::IfPresent => current.is_none(),
-        };
-        if refused {
-            let previous = current.map(|entry| Bytes::copy_from_slice(&entry.value));
-            return SetOutcome {
-                written: false,
-                previous,
-            };
-        }
-        let deadline = match options.expiry {
-            SetExpiry::Persist => None,
-            SetExpiry::Keep => current.and_then(|entry| entry.deadline),
-            SetExpiry::At(deadline) if deadline <= now => {
-                // Redis 7 answers OK and deletes: the write happened, and
-                // the key expired the instant it did.
-                let previous = shard
-                    .remove(slot.h, &key)
-                    .map(|entry| Bytes::from(entry.value));
-                return SetOutcome {
-                    written: true,
-                    previous,
-                };
-            }
-            SetExpiry::At(deadline) => NonZeroU64::new(deadline),
-        };
-        let previous = shard.put(slot.h, &key, &value, deadline).map(Bytes::from);
-        SetOutcome {
-            written: true,
-            previous,
-        }
+        shard.set_entry(slot.h, &key, &value, options, now)
     }
 
     fn restore(
@@ -784,118 +991,39 @@ impl MapEngine for ShardedEngine {
         let slot = self.locate(key);
         let mut shard = self.shards[slot.shard].write();
         let now = self.clock.now();
-        shard.reap(slot.h, key, now);
-        let (current, deadline) = match shard.find(slot.h, key) {
-            Some(entry) => (
-                parse_strict_i64(&entry.value).ok_or(IncrError::NotInteger)?,
-                entry.deadline,
-            ),
-            None => (0, None),
-        };
-        let next = current.checked_add(delta).ok_or(IncrError::Overflow)?;
-        let mut buffer = [0; 20];
-        shard.put(slot.h, key, decimal(next, &mut buffer), deadline);
-        Ok(next)
+        shard.incr_entry(slot.h, key, delta, now)
     }
 
     fn expire_at(&self, key: &[u8], deadline: Millis, condition: ExpireCondition) -> bool {
         let slot = self.locate(key);
         let mut shard = self.shards[slot.shard].write();
         let now = self.clock.now();
-        shard.reap(slot.h, key, now);
-        let Some(entry) = shard.find(slot.h, key) else {
-            return false;
-        };
-        let current = entry.deadline.map(NonZeroU64::get);
-        // Redis 7 checks the condition before looking at whether the new
-        // deadline is already past; no TTL counts as an infinite one.
-        let allowed = match (condition, current) {
-            (ExpireCondition::Always, _) => true,
-            (ExpireCondition::IfNoTtl, current) => current.is_none(),
-            (ExpireCondition::IfTtl, current) => current.is_some(),
-            (ExpireCondition::IfGreater, None) => false,
-            (ExpireCondition::IfGreater, Some(current)) => deadline > current,
-            (ExpireCondition::IfLess, None) => true,
-            (ExpireCondition::IfLess, Some(current)) => deadline < current,
-        };
-        if !allowed {
-            return false;
-        }
-        if deadline <= now {
-            shard.remove(slot.h, key);
-        } else {
-            shard.set_deadline(slot.h, key, NonZeroU64::new(deadline));
-        }
-        true
+        shard.expire_entry(slot.h, key, deadline, condition, now)
     }
 
     fn ttl(&self, key: &[u8]) -> Ttl {
         let slot = self.locate(key);
         let shard = self.shards[slot.shard].read();
         let now = self.clock.now();
-        match shard.live(slot.h, key, now) {
-            None => Ttl::Missing,
-            Some(Entry { deadline: None, .. }) => Ttl::Persistent,
-            Some(Entry {
-                deadline: Some(deadline),
-                ..
-            }) => Ttl::Remaining(deadline.get() - now),
-        }
+        shard.ttl_of(slot.h, key, now)
+    }
+
+    fn expiry(&self, key: &[u8]) -> KeyExpiry {
+        let slot = self.locate(key);
+        let shard = self.shards[slot.shard].read();
+        let now = self.clock.now();
+        shard.expiry_of(slot.h, key, now)
     }
 
     fn persist(&self, key: &[u8]) -> bool {
         let slot = self.locate(key);
         let mut shard = self.shards[slot.shard].write();
         let now = self.clock.now();
-        shard.reap(slot.h, key, now);
-        match shard.find(slot.h, key) {
-            Some(entry) if entry.deadline.is_some() => {
-                shard.set_deadline(slot.h, key, None);
-                true
-            }
-            _ => false,
-        }
+        shard.persist_entry(slot.h, key, now)
     }
 
     fn scan(&self, cursor: u64, pattern: Option<&Pattern>, count: usize) -> ScanPage {
-        if cursor > MAX_POSITION {
-            // Not a cursor this engine hands out: nothing lies beyond it.
-            return ScanPage {
-                cursor: 0,
-                keys: Vec::new(),
-            };
-        }
-        let pattern = pattern.filter(|pattern| !pattern.matches_everything());
-        let count = count.max(1);
-        let mut keys = Vec::new();
-        let mut visited = 0;
-        let mut from = cursor.max(1);
-        let mut shard_index = self.shard_of(from);
-        loop {
-            let shard = self.shards[shard_index].read();
-            let now = self.clock.now();
-            for (&h, bucket) in shard.map.range(from..=self.last_position(shard_index)) {
-                // A whole bucket goes in one page: the cursor cannot point
-                // inside it.
-                for entry in bucket.entries() {
-                    visited += 1;
-                    if !entry.is_expired(now) && pattern.is_none_or(|p| p.matches(&entry.key)) {
-                        keys.push(Bytes::copy_from_slice(&entry.key));
-                    }
-                }
-                // COUNT counts entries visited, matched or not, as Redis does.
-                if visited >= count {
-                    let cursor = if h == MAX_POSITION { 0 } else { h + 1 };
-                    return ScanPage { cursor, keys };
-                }
-            }
-            drop(shard);
-            shard_index += 1;
-            if shard_index == self.shards.len() {
-                return ScanPage { cursor: 0, keys };
-            }
-            from = self.first_position(shard_index);
-        }
+        self.scan_with(cursor, pattern, count, |i| self.shards[i].read())
     }
 
     fn keys(&self, pattern: &Pattern) -> Vec<Bytes> {
@@ -905,15 +1033,7 @@ impl MapEngine for ShardedEngine {
                 _ => vec![Bytes::copy_from_slice(literal)],
             };
         }
-        let all = pattern.matches_everything();
-        let shards = self.read_all();
-        let now = self.clock.now();
-        shards
-            .iter()
-            .flat_map(|shard| shard.map.values().flat_map(Bucket::entries))
-            .filter(|entry| !entry.is_expired(now) && (all || pattern.matches(&entry.key)))
-            .map(|entry| Bytes::copy_from_slice(&entry.key))
-            .collect()
+        self.keys_in(&self.read_all(), pattern)
     }
 
     fn len(&self) -> u64 {
@@ -925,13 +1045,7 @@ impl MapEngine for ShardedEngine {
         let mut cleared = 0;
         for shard in &mut shards {
             cleared += shard.entries;
-            let expired = shard.expired;
-            let sink = std::mem::take(&mut shard.sink);
-            **shard = Shard {
-                expired,
-                sink,
-                ..Shard::default()
-            };
+            shard.clear_all();
         }
         if let Some(sink) = &self.sink.0 {
             sink.cleared(cleared);
@@ -939,18 +1053,7 @@ impl MapEngine for ShardedEngine {
     }
 
     fn memory(&self) -> MemoryReport {
-        let shards = self.read_all();
-        let mut report = MemoryReport {
-            held_bytes: size_of::<ShardedEngine>() as u64,
-            ..MemoryReport::default()
-        };
-        for shard in &shards {
-            report.keys += shard.entries;
-            report.keys_with_ttl += shard.with_ttl;
-            report.live_bytes += shard.live_bytes();
-            report.held_bytes += shard.held_bytes();
-        }
-        report
+        memory_of(&self.read_all())
     }
 
     fn expire_cycle(&self, budget: usize) -> usize {
@@ -989,6 +1092,56 @@ impl MapEngine for ShardedEngine {
         // job: it watches the process's RSS against what is held, so a mass
         // delete between two compactions is seen too.
         released
+    }
+
+    fn watch(&self, watcher: &Arc<Watcher>, key: &[u8]) {
+        let slot = self.locate(key);
+        let mut shard = self.shards[slot.shard].write();
+        let now = self.clock.now();
+        shard.add_watch(slot.h, key, watcher, now);
+    }
+
+    fn unwatch(&self, watcher: &Arc<Watcher>, keys: &[Bytes]) {
+        for key in keys {
+            let slot = self.locate(key);
+            self.shards[slot.shard].write().remove_watch(key, watcher);
+        }
+    }
+
+    fn transaction(
+        &self,
+        footprint: Footprint<'_>,
+        watch: Option<(&Arc<Watcher>, &[Bytes])>,
+        body: &mut dyn FnMut(&dyn Keyspace),
+    ) -> bool {
+        let mut shards: Vec<usize> = match footprint {
+            Footprint::Everything => (0..self.shards.len()).collect(),
+            Footprint::Keys(keys) => keys.iter().map(|key| self.locate(key).shard).collect(),
+        };
+        if let Some((_, keys)) = watch {
+            shards.extend(keys.iter().map(|key| self.locate(key).shard));
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        let held = Held::lock(self, &shards);
+        if let Some((watcher, keys)) = watch {
+            // Every change raises the watcher under its key's shard lock, and
+            // all of those are held: nothing can change between this check
+            // and the commands.
+            let now = self.clock.now();
+            let mut intact = !watcher.is_dirty();
+            for key in keys {
+                let slot = self.locate(key);
+                let mut shard = held.shard(slot.shard);
+                intact &= !shard.watch_expired(slot.h, key, watcher, now);
+                shard.remove_watch(key, watcher);
+            }
+            if !intact {
+                return false;
+            }
+        }
+        body(&held);
+        true
     }
 
     fn clock(&self) -> &Clock {
