@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::assert_clean;
+use common::{RedisServer, assert_clean};
 use mapchaos_api::spec::{AbortSpec, CheckSpec, KeyDistribution, OpMix, StormSpec};
 use mapchaos_api::{AnomalyKind, Verdict};
 use mapchaos_sidecar::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
@@ -138,54 +136,6 @@ fn every_lagging_storm_that_raced_is_caught_with_a_stale_read_witness() {
             "seed {seed}: no stale-read witness among {:?}",
             check.witnesses.iter().map(|w| w.kind).collect::<Vec<_>>()
         );
-    }
-}
-
-/// A throwaway `redis-server` on a free port, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect(
-                "redis-server is installed (Debian's redis-server; scripts/test.sh installs it)",
-            );
-        // Owned before waiting, so a server that never answers is still killed.
-        let server = RedisServer { child, port };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -349,6 +349,7 @@ pub(super) fn client_reply(call: &mut Call<'_>) -> Result<(), CommandError> {
     if is(mode, "on") {
         call.session.reply_off = false;
         call.session.skip_next_reply = false;
+        call.session.skip_reply = false;
         ok(call.out)
     } else if is(mode, "off") {
         call.session.reply_off = true;

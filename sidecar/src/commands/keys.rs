@@ -235,9 +235,12 @@ pub(super) fn copy(call: &mut Call<'_>) -> Result<(), CommandError> {
         if is(&args[i], "replace") {
             replace = true;
         } else if is(&args[i], "db") && i + 1 < args.len() {
+            // Redis's getIntFromObjectOrReply.
             let index = integer_arg(&args[i + 1])?;
             if i32::try_from(index).is_err() {
-                return Err(NOT_AN_INTEGER);
+                return Err(CommandError::new(
+                    "ERR value is out of range, value must between -2147483648 and 2147483647",
+                ));
             }
             if index != 0 {
                 return Err(CommandError::new("ERR DB index is out of range"));

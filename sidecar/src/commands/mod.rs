@@ -367,6 +367,8 @@ pub(crate) struct Session {
     reply_off: bool,
     /// `CLIENT REPLY SKIP`: no reply to the next command.
     skip_next_reply: bool,
+    /// This command follows a `CLIENT REPLY SKIP`.
+    skip_reply: bool,
 }
 
 impl Session {
@@ -381,6 +383,16 @@ impl Session {
             watch: None,
             reply_off: false,
             skip_next_reply: false,
+            skip_reply: false,
+        }
+    }
+
+    /// Redis's CLIENT REPLY: a reply is dropped when, once it is written,
+    /// replies are off or this command is skipped, so `CLIENT REPLY ON` is
+    /// answered. Inside `EXEC` each command's reply is judged on its own.
+    fn drop_reply_if_off(&self, out: &mut BytesMut, written: usize) {
+        if self.reply_off || self.skip_reply {
+            out.truncate(written);
         }
     }
 }
@@ -473,30 +485,28 @@ impl Dispatcher {
         out: &mut BytesMut,
     ) {
         let started = Instant::now();
-        let written = out.len();
-        // Redis's CLIENT REPLY: the reply is written, then dropped, so a
-        // `CLIENT REPLY ON` is answered.
-        let skip = std::mem::take(&mut session.skip_next_reply);
+        session.skip_reply = std::mem::take(&mut session.skip_next_reply);
         let resolved = resolve(args);
-        let queued = session.multi.is_some()
-            && transactions::queue(self, session, &resolved, args, out, started);
-        if !queued {
-            match resolved {
-                Ok((slot, _)) if TABLE[slot].name == "exec" && session.multi.is_some() => {
-                    let ok = transactions::run_exec(self, session, storm, out);
-                    self.record(session, slot, ok, started.elapsed());
-                }
-                resolved => {
-                    let keyspace: &dyn Keyspace = &self.engine;
-                    self.run(
-                        session, storm, keyspace, false, resolved, args, out, started,
-                    );
-                }
+        let is_exec = |slot: usize| slot != UNKNOWN && TABLE[slot].name == "exec";
+        match resolved {
+            Err((slot, error)) if is_exec(slot) => {
+                transactions::abort_exec(session, &error, out);
+                self.record(session, slot, false, started.elapsed());
+            }
+            _ if session.multi.is_some()
+                && transactions::queue(self, session, &resolved, args, out, started) => {}
+            Ok((slot, _)) if is_exec(slot) && session.multi.is_some() => {
+                let ok = transactions::run_exec(self, session, storm, out);
+                self.record(session, slot, ok, started.elapsed());
+            }
+            resolved => {
+                let keyspace: &dyn Keyspace = &self.engine;
+                self.run(
+                    session, storm, keyspace, false, resolved, args, out, started,
+                );
             }
         }
-        if session.reply_off || skip {
-            out.truncate(written);
-        }
+        session.skip_reply = false;
     }
 
     /// Run one resolved command on `keyspace` and write its reply.
@@ -512,6 +522,7 @@ impl Dispatcher {
         out: &mut BytesMut,
         started: Instant,
     ) -> bool {
+        let written = out.len();
         let (slot, result, pending, reply) = match resolved {
             Ok((slot, handler)) => {
                 let pending = storm
@@ -544,6 +555,7 @@ impl Dispatcher {
         if let Err(error) = &result {
             resp::write_error(out, error.text());
         }
+        session.drop_reply_if_off(out, written);
         self.record(session, slot, result.is_ok(), elapsed);
         result.is_ok()
     }

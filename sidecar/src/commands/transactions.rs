@@ -59,6 +59,7 @@ pub(super) fn queue(
     out: &mut BytesMut,
     started: Instant,
 ) -> bool {
+    let written = out.len();
     let Some(multi) = session.multi.as_mut() else {
         return false;
     };
@@ -89,24 +90,27 @@ pub(super) fn queue(
         }
         Err((slot, error)) => {
             multi.failed = true;
-            if *slot != UNKNOWN && TABLE[*slot].name == "exec" {
-                // Redis's execCommandAbort: an `EXEC` that cannot run ends
-                // the transaction with its own reason.
-                session.multi = None;
-                session.watch = None;
-                let reason = error.text().strip_prefix("ERR ").unwrap_or(error.text());
-                resp::write_error(
-                    out,
-                    &format!("EXECABORT Transaction discarded because of: {reason}"),
-                );
-            } else {
-                resp::write_error(out, error.text());
-            }
+            resp::write_error(out, error.text());
             (*slot, false)
         }
     };
+    session.drop_reply_if_off(out, written);
     server.record(session, slot, ok, started.elapsed());
     true
+}
+
+/// Redis's execCommandAbort: an `EXEC` that cannot run (wrong arity), inside
+/// `MULTI` or not, ends any transaction with its own reason.
+pub(super) fn abort_exec(session: &mut Session, error: &CommandError, out: &mut BytesMut) {
+    let written = out.len();
+    session.multi = None;
+    session.watch = None;
+    let reason = error.text().strip_prefix("ERR ").unwrap_or(error.text());
+    resp::write_error(
+        out,
+        &format!("EXECABORT Transaction discarded because of: {reason}"),
+    );
+    session.drop_reply_if_off(out, written);
 }
 
 /// `EXEC` inside `MULTI`: run the queue atomically. Whether it ran.
@@ -121,11 +125,13 @@ pub(super) fn run_exec(
         .take()
         .expect("EXEC is intercepted only inside MULTI");
     let mut watch = session.watch.take();
+    let written = out.len();
     if multi.failed {
         resp::write_error(
             out,
             "EXECABORT Transaction discarded because of previous errors.",
         );
+        session.drop_reply_if_off(out, written);
         return false;
     }
     let watched = watch
@@ -134,7 +140,10 @@ pub(super) fn run_exec(
     let ran = server
         .engine
         .transaction(footprint(&multi.queued), watched, &mut |keyspace| {
+            // As in Redis, the array's length is sent even when a command
+            // inside turns replies off.
             resp::write_array_len(out, multi.queued.len());
+            session.drop_reply_if_off(out, written);
             for args in &multi.queued {
                 server.run(
                     session,
@@ -153,6 +162,7 @@ pub(super) fn run_exec(
     }
     if !ran {
         resp::write_null_array(out);
+        session.drop_reply_if_off(out, written);
     }
     true
 }

@@ -1,8 +1,12 @@
 //! What the sidecar test suites share: the judgement that a storm on a correct
-//! map came out clean, and a runtime with a loopback listener to serve on.
+//! map came out clean, a runtime with a loopback listener to serve on, and a
+//! throwaway `redis-server` to compare with.
 
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use mapchaos_api::Verdict;
 use mapchaos_storm::runner::StormOutcome;
@@ -35,4 +39,52 @@ pub fn runtime_with_listener(
         .unwrap();
     let port = listener.local_addr().unwrap().port();
     (runtime, listener, port)
+}
+
+/// A throwaway `redis-server` on a free port, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is installed (Debian's redis-server; scripts/test.sh installs it)",
+            );
+        // Owned before waiting, so a server that never answers is still killed.
+        let server = RedisServer { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
