@@ -23,6 +23,12 @@ pub const FINALIZER: &str = "mapchaos.io/storms";
 pub const MAX_SEED: u64 = (1 << 53) - 1;
 /// Annotation that pauses an experiment like `spec.paused` when set to "true".
 pub const PAUSE_ANNOTATION: &str = "mapchaos.io/pause";
+/// Annotation the operator's admission webhook sets to the user who created
+/// the MapChaos; a value written by anyone else is overwritten.
+pub const CREATED_BY_ANNOTATION: &str = "mapchaos.io/created-by";
+/// Annotation the webhook sets to the user of the last update that changed
+/// the spec, labels or annotations.
+pub const UPDATED_BY_ANNOTATION: &str = "mapchaos.io/updated-by";
 
 /// The generated CustomResourceDefinition (what `mapchaos crd` prints and
 /// `crds/` holds).
@@ -144,6 +150,13 @@ pub struct MapChaosStatus {
     /// annotation, not the kill switch); lifting the pause starts a new run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+    /// Who created the experiment (the `mapchaos.io/created-by` annotation
+    /// the admission webhook stamps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// Who last changed it (`mapchaos.io/updated-by`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
 }
 
 /// One target pod and its storm.
@@ -398,7 +411,31 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Phase", "Targets", "Exposures", "Anomalies", "P99", "Age"]
+            [
+                "Phase",
+                "Targets",
+                "Exposures",
+                "Anomalies",
+                "P99",
+                "Created-By",
+                "Updated-By",
+                "Age"
+            ]
+        );
+        // Who created and changed it only with -o wide.
+        let wide: Vec<(&str, Option<i32>, &str)> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| c.priority.is_some_and(|p| p > 0))
+            .map(|c| (c.name.as_str(), c.priority, c.json_path.as_str()))
+            .collect();
+        assert_eq!(
+            wide,
+            [
+                ("Created-By", Some(1), ".status.createdBy"),
+                ("Updated-By", Some(1), ".status.updatedBy")
+            ]
         );
     }
 

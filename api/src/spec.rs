@@ -55,6 +55,20 @@ use crate::resource::MapChaosStatus;
         json_path = ".status.summary.p99"
     ),
     printcolumn(
+        name = "Created-By",
+        type_ = "string",
+        description = "The user who created it, as the admission webhook recorded",
+        json_path = ".status.createdBy",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Updated-By",
+        type_ = "string",
+        description = "The user of the last change, as the admission webhook recorded",
+        json_path = ".status.updatedBy",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

@@ -34,7 +34,7 @@ enum Command {
     Sidecar(mapchaos_sidecar::SidecarArgs),
     /// Run the operator: reconcile MapChaos resources into signed storms on
     /// their target pods, with /metrics, /healthz and /readyz over HTTP.
-    Operator(operator::OperatorArgs),
+    Operator(Box<operator::OperatorArgs>),
     /// Print the MapChaos CustomResourceDefinition as YAML (what crds/ holds).
     Crd,
     /// Before uninstalling the operator: scale it to 0, then take its
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                 eprintln!("error: {error:#}");
                 return ExitCode::from(2);
             }
-            run_service(|shutdown| operator::run(args, shutdown))
+            run_service(|shutdown| operator::run(*args, shutdown))
         }
     }
 }

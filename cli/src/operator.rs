@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use mapchaos_operator::Config;
+use mapchaos_operator::policy::Guardrails;
 use mapchaos_operator::webhook::WebhookConfig;
 use mapchaos_sidecar::config::LogFormat;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +84,36 @@ pub struct OperatorArgs {
     )]
     pub sidecar_resources: ResourceRequirements,
 
+    /// Storm a namespace only when it is labelled `mapchaos.io/storms:
+    /// allowed` (checked at admission and whenever a run starts);
+    /// `--require-namespace-label=false` turns the requirement off.
+    #[arg(
+        long,
+        env = "MAPCHAOS_REQUIRE_NAMESPACE_LABEL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub require_namespace_label: bool,
+
+    /// Never storm this namespace (repeatable), besides kube-system,
+    /// kube-public, kube-node-lease and the operator's own.
+    #[arg(
+        long = "protected-namespace",
+        env = "MAPCHAOS_PROTECTED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub protected_namespaces: Vec<String>,
+
+    /// A run that would storm more pods than this does not start.
+    #[arg(long, env = "MAPCHAOS_MAX_TARGETS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_targets: Option<u32>,
+
+    /// A run that would have more than this percentage of a namespace's
+    /// sidecar pods stormed at once (counting every experiment's running
+    /// storms) does not start.
+    #[arg(long, env = "MAPCHAOS_MAX_NAMESPACE_SHARE_PERCENT", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_namespace_share_percent: Option<u32>,
+
     /// Log format.
     #[arg(long, env = "MAPCHAOS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -119,6 +150,13 @@ impl OperatorArgs {
             leader_election: self.leader_election,
             identity,
             webhook,
+            guardrails: Some(Guardrails {
+                require_namespace_label: self.require_namespace_label,
+                protected_namespaces: self.protected_namespaces.into_iter().collect(),
+                operator_namespace: None,
+                max_targets: self.max_targets,
+                max_namespace_share_percent: self.max_namespace_share_percent,
+            }),
         }
     }
 }
@@ -159,6 +197,12 @@ pub struct ReleaseArgs {
     #[arg(long, default_value = "120s")]
     pub timeout: mapchaos_api::GoDuration,
 
+    /// Delete the Validating- and MutatingWebhookConfiguration of this name
+    /// first (the MapChaos admission webhooks, which refuse every MapChaos
+    /// write once the operator is gone); repeatable.
+    #[arg(long = "admission-webhook")]
+    pub admission_webhooks: Vec<String>,
+
     #[arg(long, env = "MAPCHAOS_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
@@ -173,6 +217,7 @@ pub async fn release(args: ReleaseArgs, _shutdown: CancellationToken) -> anyhow:
         deployment: args.deployment,
         watch_namespaces: args.namespaces,
         timeout: args.timeout.as_duration(),
+        admission_webhooks: args.admission_webhooks,
     };
     let done = mapchaos_operator::release::release(client, &config)
         .await

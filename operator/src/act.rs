@@ -10,7 +10,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use mapchaos_api::MapChaos;
-use mapchaos_api::resource::FINALIZER;
+use mapchaos_api::resource::{CREATED_BY_ANNOTATION, FINALIZER, UPDATED_BY_ANNOTATION};
 use serde_json::{Value, json};
 
 use crate::error::Error;
@@ -55,6 +55,7 @@ pub async fn act(
         .collect();
 
     let reference = experiment.object_ref(&());
+    let attribution = attribution(experiment);
     for event in plan.events().chain(&refusals) {
         let published = recorder
             .publish(
@@ -64,7 +65,7 @@ pub async fn act(
                         EventKind::Warning => EventType::Warning,
                     },
                     reason: event.reason.to_owned(),
-                    note: Some(truncate(&event.message, 1000)),
+                    note: Some(truncate(&format!("{}{attribution}", event.message), 1000)),
                     action: "Reconcile".to_owned(),
                     secondary: event.pod.as_ref().map(pod_reference),
                 },
@@ -218,6 +219,26 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
             Value::Object(patch)
         }
         _ => new.clone(),
+    }
+}
+
+/// Who the run is on, as every Event names it: " (created by alice,
+/// updated by bob)", from the stamps the admission webhook wrote; "" when
+/// there are none.
+pub fn attribution(experiment: &MapChaos) -> String {
+    let annotations = experiment.metadata.annotations.as_ref();
+    let get = |key: &str| {
+        annotations
+            .and_then(|a| a.get(key))
+            .filter(|v| !v.is_empty())
+    };
+    match (get(CREATED_BY_ANNOTATION), get(UPDATED_BY_ANNOTATION)) {
+        (Some(created), Some(updated)) if created != updated => {
+            format!(" (created by {created}, updated by {updated})")
+        }
+        (Some(created), _) => format!(" (created by {created})"),
+        (None, Some(updated)) => format!(" (updated by {updated})"),
+        (None, None) => String::new(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use kube::Client;
 
 use crate::error::Error;
+use crate::policy::Guardrails;
 use crate::webhook::WebhookConfig;
 
 /// The operator's settings.
@@ -27,6 +28,10 @@ pub struct Config {
     pub identity: String,
     /// The sidecar-injection webhook; served by every replica, leader or not.
     pub webhook: Option<WebhookConfig>,
+    /// Where storms may go and how big a run may be, checked when a run
+    /// starts (and by the admission webhook); `None` checks nothing at
+    /// reconcile. The operator's namespace is filled in at start.
+    pub guardrails: Option<Guardrails>,
 }
 
 /// A client from the in-cluster service account or the local kubeconfig.

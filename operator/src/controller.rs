@@ -10,7 +10,7 @@
 //! without touching running storms: they stop by themselves when their
 //! lease is not renewed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,14 +28,16 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use mapchaos_api::MapChaos;
 use mapchaos_api::resource::FINALIZER;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::AdmissionState;
 use crate::config::Config;
 use crate::error::Error;
 use crate::kill_switch::KillSwitch;
 use crate::metrics::{Metrics, ServerState};
 use crate::plan::{self, Observation};
+use crate::policy::{Guardrails, RunGuard};
 use crate::signing_key::StormSigner;
 use crate::storm_client::StormClient;
 use crate::{act, leader, metrics, observe, webhook};
@@ -60,6 +62,11 @@ pub struct Context {
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub kill_switch: KillSwitch,
+    /// Where storms may go and how big a run may be; `None` checks nothing
+    /// (and reads no Namespace).
+    pub guardrails: Option<Guardrails>,
+    /// The MapChaos caches, for what other experiments storm right now.
+    pub stores: RwLock<Vec<Store<MapChaos>>>,
     /// Failed reconciles in a row, by experiment, for the backoff.
     failures: Mutex<HashMap<ObjectRef<MapChaos>, u32>>,
 }
@@ -83,8 +90,34 @@ impl Context {
             storms,
             metrics,
             kill_switch,
+            guardrails: None,
+            stores: RwLock::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// The same context, enforcing `guardrails` when runs start.
+    pub fn with_guardrails(mut self, guardrails: Guardrails) -> Self {
+        self.guardrails = Some(guardrails);
+        self
+    }
+
+    /// Unfinished targets of every experiment but `experiment`, by
+    /// namespace, as the caches show them.
+    pub fn stormed_elsewhere(&self, experiment: &MapChaos) -> BTreeMap<String, u32> {
+        let mut counts = BTreeMap::new();
+        for store in self.stores.read().iter() {
+            for other in store.state() {
+                if other.metadata.uid == experiment.metadata.uid {
+                    continue;
+                }
+                let targets = other.status.iter().flat_map(|s| &s.targets);
+                for target in targets.filter(|t| !t.phase.is_final()) {
+                    *counts.entry(target.namespace.clone()).or_default() += 1;
+                }
+            }
+        }
+        counts
     }
 }
 
@@ -139,12 +172,25 @@ async fn reconcile_once(
     } else {
         Default::default()
     };
+    let guard = match &ctx.guardrails {
+        Some(rules) if planning => {
+            let reach = crate::selector::namespaces(&experiment.spec.selector, &namespace);
+            let namespaces = observe::namespaces(&ctx.client, &reach).await?;
+            rules.run_guard(
+                &experiment.spec,
+                &namespaces,
+                ctx.stormed_elsewhere(experiment),
+            )
+        }
+        _ => RunGuard::default(),
+    };
     let plan = plan::plan(&Observation {
         experiment,
         pods: &pods,
         storms: &storms,
         now,
         kill_switch,
+        guard: &guard,
     })?;
     tracing::debug!(
         experiment = %experiment.name_any(),
@@ -240,16 +286,34 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
     let server = ServerState::new(metrics.clone());
     let server_task = metrics::serve(config.metrics_addr, server.clone(), shutdown.clone()).await?;
     tracing::info!(addr = %config.metrics_addr, "serving /metrics, /healthz and /readyz");
-    if let Some(webhook) = &config.webhook {
-        // Every replica admits pods, so injection does not wait for a leader.
-        webhook::serve(webhook, signer.public_key_hex(), shutdown.clone()).await?;
-        tracing::info!(addr = %webhook.addr, image = %webhook.image, "serving the sidecar-injection webhook");
-    }
-
     let operator_namespace = config
         .operator_namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
+    let guardrails = config.guardrails.clone().map(|mut rules| {
+        rules.operator_namespace = Some(operator_namespace.clone());
+        rules
+    });
+    if let Some(webhook) = &config.webhook {
+        // Every replica admits pods and MapChaos, so admission does not wait
+        // for a leader. Without guardrails configured, admission still
+        // checks access and keeps out the protected namespaces.
+        let admission = Arc::new(AdmissionState {
+            cluster: Arc::new(client.clone()),
+            guardrails: guardrails.clone().unwrap_or_else(|| Guardrails {
+                operator_namespace: Some(operator_namespace.clone()),
+                ..Guardrails::default()
+            }),
+        });
+        webhook::serve(
+            webhook,
+            signer.public_key_hex(),
+            admission,
+            shutdown.clone(),
+        )
+        .await?;
+        tracing::info!(addr = %webhook.addr, image = %webhook.image, "serving the sidecar-injection and MapChaos admission webhooks");
+    }
     let leading = shutdown.child_token();
     let leadership = if config.leader_election {
         // A standby is ready: it is healthy and waiting to take over.
@@ -289,13 +353,18 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         controller: act::FIELD_MANAGER.to_owned(),
         instance: Some(config.identity.clone()),
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         StormClient::new(signer),
         reporter,
         metrics,
         kill_switch.clone(),
-    ));
+    );
+    if let Some(rules) = guardrails {
+        tracing::info!(?rules, "guardrails enforced when runs start");
+        ctx = ctx.with_guardrails(rules);
+    }
+    let ctx = Arc::new(ctx);
 
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
@@ -323,6 +392,7 @@ pub async fn run(client: Client, config: Config, shutdown: CancellationToken) ->
         controllers.push(controller);
     }
     *server.stores.write() = stores.clone();
+    *ctx.stores.write() = stores.clone();
     let ready = server.ready.clone();
     tokio::spawn(async move {
         for store in &stores {

@@ -6,9 +6,12 @@
 //! out its storm actions. `observe` feeds the planner from the cluster and
 //! the sidecars, `act` carries its plan out, and `controller` runs the loop
 //! (with `kill_switch`, `leader` and `metrics` around it). `webhook` injects
-//! the sidecar into the pods that ask for it.
+//! the sidecar into the pods that ask for it; `admission` decides who may
+//! storm where and stamps who did, with the rules of `policy`, which the
+//! planner applies again whenever a run starts.
 
 pub mod act;
+pub mod admission;
 pub mod choice;
 pub mod config;
 pub mod controller;
@@ -20,6 +23,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod policy;
 pub mod release;
 pub mod selector;
 pub mod signing_key;

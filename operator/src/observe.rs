@@ -12,13 +12,14 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use mapchaos_api::MapChaos;
 
 use crate::error::Error;
 use crate::plan::{self, StormObservation};
+use crate::policy::NamespaceFacts;
 use crate::selector::CandidatePod;
 use crate::storm_client::StormClient;
 
@@ -77,6 +78,21 @@ pub async fn pods(client: &Client, experiment: &MapChaos) -> Result<Vec<Candidat
         pods.extend(list.items.iter().map(candidate));
     }
     Ok(pods)
+}
+
+/// The Namespace objects storms may go to (`None`: it does not exist), for
+/// the guardrails' checks when a run starts.
+pub async fn namespaces(
+    client: &Client,
+    names: &[String],
+) -> Result<BTreeMap<String, Option<NamespaceFacts>>, Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut facts = BTreeMap::new();
+    for name in names {
+        let namespace = api.get_opt(name).await?;
+        facts.insert(name.clone(), namespace.as_ref().map(NamespaceFacts::of));
+    }
+    Ok(facts)
 }
 
 /// The current run's unfinished storms, by id.

@@ -24,8 +24,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use mapchaos_api::resource::{
-    ExperimentPhase, FINALIZER, LatencyMicros, MapChaosStatus, PAUSE_ANNOTATION, RunRecord,
-    Summary, TargetPhase, TargetStatus,
+    CREATED_BY_ANNOTATION, ExperimentPhase, FINALIZER, LatencyMicros, MapChaosStatus,
+    PAUSE_ANNOTATION, RunRecord, Summary, TargetPhase, TargetStatus, UPDATED_BY_ANNOTATION,
 };
 use mapchaos_api::schedule::Schedule;
 use mapchaos_api::spec::ConcurrencyPolicy;
@@ -34,6 +34,7 @@ use mapchaos_api::{GoDuration, MapChaos, Verdict};
 
 use crate::choice::{choose, run_seed, seed_from_uid, storm_id, target_count};
 use crate::error::Error;
+use crate::policy::RunGuard;
 use crate::selector::{self, CandidatePod};
 
 /// How often running storms are polled and their leases renewed: a third
@@ -60,6 +61,11 @@ pub mod condition {
     pub const ALL_INJECTED: &str = "AllInjected";
     pub const ALL_RECOVERED: &str = "AllRecovered";
     pub const PAUSED: &str = "Paused";
+    /// Some namespace the selector reaches gets no new storms (the
+    /// guardrails: opt-in label, protection, existing keys forbidden).
+    pub const NAMESPACES_ALLOWED: &str = "NamespacesAllowed";
+    /// The last run that tried to start was within the blast-radius caps.
+    pub const WITHIN_LIMITS: &str = "WithinLimits";
 }
 
 /// What became of one storm when the observe step asked its sidecar.
@@ -85,6 +91,8 @@ pub struct Observation<'a> {
     pub now: Timestamp,
     /// The operator's cluster-wide kill switch is on.
     pub kill_switch: bool,
+    /// What the guardrails refuse when a run starts.
+    pub guard: &'a RunGuard,
 }
 
 /// Where to reach a target's sidecar.
@@ -141,6 +149,8 @@ pub mod reason {
     pub const PAUSED: &str = "Paused";
     pub const RESUMED: &str = "Resumed";
     pub const DELETING: &str = "Deleting";
+    pub const NAMESPACE_SKIPPED: &str = "NamespaceSkipped";
+    pub const RUN_REFUSED: &str = "RunRefused";
 }
 
 /// One thing the act step does.
@@ -375,8 +385,20 @@ impl Planner<'_> {
             .or(self.status.seed)
             .unwrap_or_else(|| seed_from_uid(self.uid));
         self.status.seed = Some(seed);
+        let annotation = |key: &str| {
+            input
+                .experiment
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .cloned()
+        };
+        self.status.created_by = annotation(CREATED_BY_ANNOTATION);
+        self.status.updated_by = annotation(UPDATED_BY_ANNOTATION);
 
         let valid = self.validate();
+        self.namespaces_condition();
         let paused = self.pause();
         let schedule = spec
             .schedule
@@ -620,11 +642,14 @@ impl Planner<'_> {
                 .iter()
                 .any(|t| !t.phase.is_final() && t.namespace == pod.namespace && t.pod == pod.name)
         };
-        let matching: Vec<&CandidatePod> = input
+        // No new storm in a namespace the guardrails refuse; running ones
+        // (earlier runs) go on.
+        let refused = &input.guard.refused_namespaces;
+        let (matching, skipped): (Vec<&CandidatePod>, Vec<&CandidatePod>) = input
             .pods
             .iter()
             .filter(|pod| selector::matches(&spec.selector, self.namespace, pod))
-            .collect();
+            .partition(|pod| !refused.contains_key(&pod.namespace));
         let eligible: Vec<&CandidatePod> = matching
             .iter()
             .copied()
@@ -637,6 +662,12 @@ impl Planner<'_> {
                 format!(
                     "all {} eligible pods are still being stormed by an earlier run",
                     eligible.len()
+                )
+            } else if matching.is_empty() && !skipped.is_empty() {
+                format!(
+                    "the {} matching pod(s) are all in namespaces the guardrails skip (see the \
+                     NamespacesAllowed condition)",
+                    skipped.len()
                 )
             } else {
                 no_targets_message(&matching)
@@ -654,6 +685,9 @@ impl Planner<'_> {
             return;
         }
         let chosen = choose(&free, count, seed);
+        if !self.within_limits(&chosen) {
+            return;
+        }
         self.status.run = run;
         self.status.started_at = Some(self.now.clone());
         self.status.finished_at = None;
@@ -740,6 +774,89 @@ impl Planner<'_> {
             ),
         );
         self.actions.extend(starts);
+    }
+
+    /// The guardrails' refused namespaces as the `NamespacesAllowed`
+    /// condition (set once any was refused), with a `NamespaceSkipped` Event
+    /// for each newly refused one.
+    fn namespaces_condition(&mut self) {
+        let refused: Vec<String> = self
+            .input
+            .guard
+            .refused_namespaces
+            .values()
+            .cloned()
+            .collect();
+        let before = self
+            .condition_message(condition::NAMESPACES_ALLOWED)
+            .map(str::to_owned);
+        if refused.is_empty() {
+            if before.is_some() {
+                self.condition(
+                    condition::NAMESPACES_ALLOWED,
+                    "True",
+                    "NamespacesAllowed",
+                    "every namespace the selector reaches allows storms".into(),
+                );
+            }
+            return;
+        }
+        let previous = self.condition(
+            condition::NAMESPACES_ALLOWED,
+            "False",
+            "NamespacesSkipped",
+            refused.join("; "),
+        );
+        for why in refused {
+            let known = previous == "False"
+                && before
+                    .as_deref()
+                    .is_some_and(|m| m.split("; ").any(|part| part == why));
+            if !known {
+                self.event(
+                    EventKind::Warning,
+                    reason::NAMESPACE_SKIPPED,
+                    format!("no new storms there: {why}"),
+                );
+            }
+        }
+    }
+
+    /// Whether a run of `chosen` is within the blast-radius caps; when not,
+    /// the `WithinLimits` condition and a `RunRefused` Event say why, and
+    /// the run is tried again later.
+    fn within_limits(&mut self, chosen: &[&CandidatePod]) -> bool {
+        let input = self.input;
+        match input
+            .guard
+            .run_refusal(chosen, input.pods, &self.status.targets)
+        {
+            Some(why) => {
+                let same = self.condition_message(condition::WITHIN_LIMITS) == Some(why.as_str());
+                let previous =
+                    self.condition(condition::WITHIN_LIMITS, "False", "OverLimit", why.clone());
+                if previous != "False" || !same {
+                    self.event(
+                        EventKind::Warning,
+                        reason::RUN_REFUSED,
+                        format!("run not started: {why}"),
+                    );
+                }
+                self.requeue_within(NO_TARGETS_RETRY);
+                false
+            }
+            None => {
+                if self.condition_message(condition::WITHIN_LIMITS).is_some() {
+                    self.condition(
+                        condition::WITHIN_LIMITS,
+                        "True",
+                        "WithinLimits",
+                        "the run is within the blast-radius caps".into(),
+                    );
+                }
+                true
+            }
+        }
     }
 
     /// Fold the observations into the unfinished targets and decide what
@@ -1334,5 +1451,7 @@ fn no_targets_message(matching: &[&CandidatePod]) -> String {
     )
 }
 
+#[cfg(test)]
+mod guard_tests;
 #[cfg(test)]
 mod tests;

@@ -4,10 +4,17 @@
 //! none is left that cannot be deleted once the operator is gone. Storms
 //! still running stop at their lease (30 s) and restore by themselves; the
 //! order matters, since a running operator would put the finalizer back.
+//! Before all that it deletes the MapChaos admission webhook configurations:
+//! with `failurePolicy: Fail` and no operator left to answer them, every
+//! MapChaos write, the finalizer patches here included, would be refused.
 
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::DeleteParams;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use mapchaos_api::MapChaos;
@@ -27,6 +34,9 @@ pub struct ReleaseConfig {
     pub watch_namespaces: Vec<String>,
     /// How long the operator may take to stop.
     pub timeout: Duration,
+    /// The MapChaos admission webhook configurations (validating and
+    /// mutating of each name) to delete first.
+    pub admission_webhooks: Vec<String>,
 }
 
 /// What was done.
@@ -40,6 +50,27 @@ pub struct Released {
 }
 
 pub async fn release(client: Client, config: &ReleaseConfig) -> Result<Released, Error> {
+    for name in &config.admission_webhooks {
+        let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        for deleted in [
+            validating
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+            mutating
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+        ] {
+            match deleted {
+                Ok(()) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        tracing::info!(%name, "deleted the MapChaos admission webhooks");
+    }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &config.namespace);
     match deployments.get_opt(&config.deployment).await? {
         Some(_) => {

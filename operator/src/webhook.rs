@@ -1,7 +1,8 @@
 //! The sidecar-injection mutating admission webhook: `mutate` (pure) decides
 //! the JSON patch that adds the mapchaos sidecar to a Pod being created, and
 //! `serve` answers the API server's `AdmissionReview`s on `POST /mutate`
-//! over HTTPS.
+//! over HTTPS, with the MapChaos admission webhooks (`crate::admission`) on
+//! the same server.
 //!
 //! Which pods are sent here is the MutatingWebhookConfiguration's business
 //! (the chart's: pods labelled `mapchaos.io/inject: "true"`, and pods in
@@ -44,6 +45,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{self, AdmissionState};
 use crate::error::Error;
 use crate::observe::{SIDECAR_CONTAINER, SIDECAR_LABEL};
 
@@ -338,11 +340,13 @@ pub fn tls_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>
     Ok(Arc::new(config))
 }
 
-/// Read the certificate, bind `config.addr` and serve `POST /mutate` over
-/// HTTPS until `shutdown`. `operator_public_key` goes into every sidecar.
+/// Read the certificate, bind `config.addr` and serve `POST /mutate` and the
+/// MapChaos admission paths over HTTPS until `shutdown`.
+/// `operator_public_key` goes into every sidecar.
 pub async fn serve(
     config: &WebhookConfig,
     operator_public_key: String,
+    admission: Arc<AdmissionState>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let tls = tls_config(&config.cert_file, &config.key_file)?;
@@ -361,7 +365,7 @@ pub async fn serve(
     Ok(tokio::spawn(accept_loop(
         listener,
         TlsAcceptor::from(tls),
-        router(sidecar),
+        router(sidecar).merge(admission::router(admission)),
         shutdown,
     )))
 }

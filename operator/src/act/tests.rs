@@ -128,3 +128,70 @@ fn a_merge_patch_deletes_what_the_new_status_drops() {
     );
     assert_eq!(merge_patch(&new, &new), json!({}), "nothing changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_names_who_created_and_last_updated_the_experiment() {
+    let (ctx, mut server) = fixtures::context(1, false);
+    let mut experiment = fixtures::experiment(json!({}));
+    experiment.metadata.annotations = Some(
+        [
+            (CREATED_BY_ANNOTATION.to_owned(), "alice".to_owned()),
+            (UPDATED_BY_ANNOTATION.to_owned(), "bob".to_owned()),
+        ]
+        .into(),
+    );
+    experiment.status = Some(MapChaosStatus::default());
+    let event = |reason, message: &str| {
+        Action::Event(Event {
+            kind: EventKind::Normal,
+            reason,
+            message: message.into(),
+            pod: None,
+        })
+    };
+    let plan = Plan {
+        status: MapChaosStatus::default(),
+        actions: vec![
+            event("RunStarted", "run 1: storming shop/cart-0"),
+            event("RunFinished", "run 1 Completed"),
+        ],
+        requeue: None,
+    };
+    let api: Api<MapChaos> = Api::namespaced(ctx.client.clone(), "shop");
+    let acting = {
+        let ctx = ctx.clone();
+        tokio::spawn(
+            async move { act(&api, &ctx.storms, &ctx.recorder(), &experiment, &plan).await },
+        )
+    };
+    for want in [
+        "run 1: storming shop/cart-0 (created by alice, updated by bob)",
+        "run 1 Completed (created by alice, updated by bob)",
+    ] {
+        let event = server.event().await;
+        assert_eq!(event["note"], want, "{event}");
+    }
+    tokio::time::timeout(Duration::from_secs(10), acting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    drop(ctx);
+    server.done().await;
+}
+
+#[test]
+fn the_attribution_names_the_creator_once_when_they_also_updated_it() {
+    let mut experiment = fixtures::experiment(json!({}));
+    assert_eq!(attribution(&experiment), "");
+    experiment.metadata.annotations =
+        Some([(CREATED_BY_ANNOTATION.to_owned(), "alice".to_owned())].into());
+    assert_eq!(attribution(&experiment), " (created by alice)");
+    experiment
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(UPDATED_BY_ANNOTATION.into(), "alice".into());
+    assert_eq!(attribution(&experiment), " (created by alice)");
+}

@@ -75,6 +75,7 @@ fn run(
         storms,
         now,
         kill_switch: false,
+        guard: &RunGuard::default(),
     })
     .unwrap()
 }
@@ -757,6 +758,7 @@ fn the_kill_switch_stop_is_final_when_lifted() {
             storms,
             now: at,
             kill_switch: true,
+            guard: &RunGuard::default(),
         })
         .unwrap()
     };
@@ -776,6 +778,7 @@ fn the_kill_switch_stop_is_final_when_lifted() {
         storms: &storms,
         now: later(10),
         kill_switch: true,
+        guard: &RunGuard::default(),
     })
     .unwrap();
     assert!(!plan_off.status.interrupted);
@@ -825,6 +828,7 @@ fn plan_with_kill_switch(experiment: &MapChaos, pods: &[CandidatePod]) -> Plan {
         storms: &BTreeMap::new(),
         now: t0(),
         kill_switch: true,
+        guard: &RunGuard::default(),
     })
     .unwrap()
 }
@@ -959,6 +963,7 @@ fn a_resource_without_a_uid_is_an_error_not_a_panic() {
         storms: &BTreeMap::new(),
         now: t0(),
         kill_switch: false,
+        guard: &RunGuard::default(),
     })
     .unwrap_err();
     assert_eq!(error.metric_label(), "missing_metadata");

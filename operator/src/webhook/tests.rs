@@ -303,7 +303,11 @@ async fn serves_admission_reviews_over_tls() {
         resources: sidecar().resources,
     };
     let shutdown = CancellationToken::new();
-    let server = serve(&config, PUBLIC_KEY.into(), shutdown.clone())
+    let admission = Arc::new(AdmissionState {
+        cluster: Arc::new(Refusing),
+        guardrails: crate::policy::Guardrails::default(),
+    });
+    let server = serve(&config, PUBLIC_KEY.into(), admission, shutdown.clone())
         .await
         .unwrap();
 
@@ -352,6 +356,73 @@ async fn serves_admission_reviews_over_tls() {
         expected_container()
     );
 
+    // The MapChaos admission webhooks on the same server and connection.
+    let mapchaos = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "7c1d",
+            "kind": {"group": "mapchaos.io", "version": "v1alpha1", "kind": "MapChaos"},
+            "resource": {"group": "mapchaos.io", "version": "v1alpha1", "resource": "mapchaos"},
+            "name": "storm",
+            "namespace": "team-a",
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "mapchaos.io/v1alpha1", "kind": "MapChaos",
+                "metadata": {"name": "storm", "namespace": "team-a"}, "spec": {}},
+            "oldObject": null
+        }
+    });
+    for (path, allowed) in [
+        (crate::admission::VALIDATE_PATH, false),
+        (crate::admission::STAMP_PATH, true),
+    ] {
+        let request = axum::http::Request::post(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                serde_json::to_vec(&mapchaos).unwrap(),
+            )))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let review: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(review["response"]["uid"], "7c1d", "{path}: {review}");
+        assert_eq!(review["response"]["allowed"], allowed, "{path}: {review}");
+        if !allowed {
+            let message = review["response"]["status"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("\"alice\"") && message.contains("team-a"),
+                "{message}"
+            );
+        } else {
+            assert_eq!(review["response"]["patchType"], "JSONPatch", "{review}");
+        }
+    }
+
     shutdown.cancel();
     server.await.unwrap();
+}
+
+/// An API server whose authorizer allows nothing.
+struct Refusing;
+
+impl crate::admission::Cluster for Refusing {
+    fn review_access(
+        &self,
+        _: k8s_openapi::api::authorization::v1::SubjectAccessReview,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<k8s_openapi::api::authorization::v1::SubjectAccessReviewStatus, String>,
+    > {
+        Box::pin(async { Ok(Default::default()) })
+    }
+
+    fn namespace(
+        &self,
+        _: String,
+    ) -> futures::future::BoxFuture<'_, Result<Option<crate::policy::NamespaceFacts>, String>> {
+        Box::pin(async { Ok(None) })
+    }
 }
