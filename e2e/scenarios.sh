@@ -186,6 +186,8 @@ local_check() {
 SUITE_START=$(date +%s)
 kubectl delete namespace "$NS" "$NS2" --wait=true --timeout=60s >/dev/null 2>&1
 kubectl create namespace "$NS" >/dev/null
+# Storms go only to namespaces that opt in (README, Security model).
+kubectl label namespace "$NS" mapchaos.io/storms=allowed >/dev/null
 
 # =======================================================================================
 if section dryrun "== 0. helm install --dry-run=server against the live API server creates nothing"; then
@@ -221,9 +223,9 @@ if dry_run namespaced "${NS_ARGS[@]}"; then
 else
     fail "dry run with watchNamespaces, replicas, dashboards, monitoring: $(head -c 600 "$HELM_HOME/namespaced.err")"
 fi
-check "namespaced: a Role in $NS, no ClusterRole, --namespace=$NS and --leader-election on 2 replicas" bash -c "
+check "namespaced: a Role in $NS, no ClusterRole but the admission webhook's, --namespace=$NS and --leader-election on 2 replicas" bash -c "
     manifest namespaced | jqe '([.[] | select(.kind == \"Role\" and .metadata.namespace == \"$NS\")] | length == 1)
-        and ([.[] | select(.kind == \"ClusterRole\" or .kind == \"ClusterRoleBinding\")] | length == 0)
+        and ([.[] | select((.kind == \"ClusterRole\" or .kind == \"ClusterRoleBinding\") and (.metadata.name | endswith(\"-admission\") | not))] | length == 0)
         and (.[] | select(.kind == \"Deployment\") | .spec.replicas == 2
             and (.spec.template.spec.containers[0].args | index(\"--namespace=$NS\") and index(\"--leader-election\")))'"
 check "namespaced: the two dashboards as ConfigMaps labelled grafana_dashboard" bash -c "
@@ -240,7 +242,7 @@ if [[ -z "$ns_existed" ]]; then
     check "the dry runs did not create namespace $OP_NS" bash -c "! kubectl get namespace $OP_NS >/dev/null 2>&1"
 fi
 check "the dry runs created no cluster object of the chart (ClusterRole, binding, webhook configuration)" bash -c "
-    [[ -z \$(kubectl get clusterrole,clusterrolebinding,mutatingwebhookconfiguration -l app.kubernetes.io/instance=$RELEASE -o name) ]]"
+    [[ -z \$(kubectl get clusterrole,clusterrolebinding,mutatingwebhookconfiguration,validatingwebhookconfiguration -l app.kubernetes.io/instance=$RELEASE -o name) ]]"
 check "the dry runs created no Role in $NS and no object in $OP_NS" bash -c "
     [[ -z \$(kubectl -n $NS get role,rolebinding -l app.kubernetes.io/instance=$RELEASE -o name) ]] &&
     [[ -z \$(kubectl -n $OP_NS get deploy,secret,service,serviceaccount,configmap -l app.kubernetes.io/instance=$RELEASE -o name 2>/dev/null) ]]"
@@ -347,7 +349,7 @@ EOF
 # inject_namespace: $NS2, labelled mapchaos.io/inject: "true" (created when missing).
 inject_namespace() {
     kubectl get namespace "$NS2" >/dev/null 2>&1 || kubectl create namespace "$NS2" >/dev/null
-    kubectl label --overwrite namespace "$NS2" mapchaos.io/inject=true >/dev/null
+    kubectl label --overwrite namespace "$NS2" mapchaos.io/inject=true mapchaos.io/storms=allowed >/dev/null
 }
 # The webhook scenario's Deployments: injected (3 pods labelled for injection, scraped) and
 # nsinjected (1 unlabelled pod in $NS2).
@@ -969,8 +971,8 @@ eventually 60 "leftover: the orphaned storm stops itself at its lease (Aborted)"
     sidecar_storms1 '.phase == "Aborted" and (.message | test("lease"))' "${LEFTOVER[@]}"
 k delete mapchaos leftover --wait=true --timeout=20s >/dev/null
 check "leftover: deleting it without the operator completes" bash -c "! kubectl -n $NS get mapchaos leftover >/dev/null 2>&1"
-check "no chart ClusterRole/Binding or MutatingWebhookConfiguration is left" bash -c "
-    [[ -z \$(kubectl get clusterrole,clusterrolebinding,mutatingwebhookconfiguration -l app.kubernetes.io/instance=$RELEASE -o name) ]]"
+check "no chart ClusterRole/Binding or webhook configuration is left" bash -c "
+    [[ -z \$(kubectl get clusterrole,clusterrolebinding,mutatingwebhookconfiguration,validatingwebhookconfiguration -l app.kubernetes.io/instance=$RELEASE -o name) ]]"
 fi
 
 if ((FAILED == 0)); then

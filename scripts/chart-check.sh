@@ -143,7 +143,8 @@ CASES=(
     "monitoring-no-api|--set monitoring.serviceMonitor.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true"
     "replicas2|--set replicaCount=2"
     "cert-manager|--set webhook.certificates.mode=cert-manager"
-    "webhook-off|--set webhook.enabled=false --set leaderElection.enabled=false"
+    "webhook-off|--set webhook.enabled=false --set guardrails.admission.enabled=false --set leaderElection.enabled=false"
+    "injection-off|--set webhook.enabled=false --set guardrails.admission.failurePolicy=Ignore --set guardrails.protectedNamespaces={payments} --set guardrails.maxTargetsPerExperiment=0 --set guardrails.maxNamespaceSharePercent=25"
     "install|--set signingKey.generate=false --set signingKey.existingSecret=mapchaos-signing-key --set webhook.certificates.mode=secret --set webhook.certificates.existingSecret=mapchaos-webhook-tls --set uninstall.releaseFinalizers=false"
 )
 for c in "${CASES[@]}"; do
@@ -186,14 +187,20 @@ INSTALL_HEADER="# mapchaos $app_version: the CRD, operator, RBAC and metrics Ser
 #   kubectl -n $INSTALL_NAMESPACE create secret tls mapchaos-webhook-tls --cert=tls.crt --key=tls.key
 #   kubectl apply --server-side -f manifests/install.yaml
 #
-# then give the API server that CA (until then injection is skipped: failurePolicy Ignore):
+# then give the API server that CA (until then injection is skipped, failurePolicy Ignore,
+# and every MapChaos write is refused, failurePolicy Fail):
 #   CA=\$(base64 -w0 ca.crt)
 #   for i in 0 1; do kubectl patch mutatingwebhookconfiguration mapchaos-sidecar-injector --type=json \\
 #     -p '[{\"op\":\"add\",\"path\":\"/webhooks/'\$i'/clientConfig/caBundle\",\"value\":\"'\$CA'\"}]'; done
+#   for kind in validatingwebhookconfiguration mutatingwebhookconfiguration; do kubectl patch \$kind mapchaos-admission \\
+#     --type=json -p '[{\"op\":\"add\",\"path\":\"/webhooks/0/clientConfig/caBundle\",\"value\":\"'\$CA'\"}]'; done
+#
+# Storms go only to namespaces labelled mapchaos.io/storms=allowed (README, Security model).
 #
 # To uninstall, delete your MapChaos objects first (the operator stops their storms and
 # lets go), or let go of every one without the operator: mapchaos release
-# --operator-namespace $INSTALL_NAMESPACE --deployment mapchaos (scales it to 0 first).
+# --operator-namespace $INSTALL_NAMESPACE --deployment mapchaos --admission-webhook
+# mapchaos-admission (deletes the admission webhooks, scales it to 0 first).
 ---
 apiVersion: v1
 kind: Namespace
@@ -500,7 +507,9 @@ cases = {
     "monitoring-no-api": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate"),
     "replicas2": dict(replicas=2, namespaces=[], monitoring=False, dashboards=False, key="generate"),
     "cert-manager": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate", webhook="cert-manager"),
-    "webhook-off": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate", webhook="off", leader=False),
+    "webhook-off": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate", webhook="off", leader=False, admission=False),
+    "injection-off": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="generate", webhook="injection-off",
+                          failure_policy="Ignore", guard_args=["--require-namespace-label=true", "--protected-namespace=payments", "--max-namespace-share-percent=25"]),
     "install": dict(replicas=1, namespaces=[], monitoring=False, dashboards=False, key="existing", webhook="secret"),
 }
 CERT_MANAGER_KINDS = {"Certificate", "Issuer"}
@@ -509,15 +518,20 @@ INSTALL_NS = "mapchaos-system"
 def check_webhook(where, docs, mode):
     """The sidecar-injection webhook: registered with failurePolicy Ignore, the two
     selectors and a CA (or cert-manager's injection), served by the operator."""
-    mwcs = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
-    if any(d["kind"] == "ValidatingWebhookConfiguration" for d in docs):
-        err(f"{where}: renders a ValidatingWebhookConfiguration; there is no validating webhook")
+    mwcs = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration" and d["metadata"]["name"].endswith("-sidecar-injector")]
     dep = next(d for d in docs if d["kind"] == "Deployment")
     c = dep["spec"]["template"]["spec"]["containers"][0]
     args = c.get("args", [])
     if mode == "off":
-        if mwcs or any(a.startswith("--webhook-") for a in args):
-            err(f"{where}: webhook.enabled=false must render no webhook configuration and no --webhook-* flags")
+        if mwcs or any(a.startswith("--webhook-") for a in args) or any(d["kind"].endswith("WebhookConfiguration") for d in docs):
+            err(f"{where}: webhook.enabled=false and guardrails.admission.enabled=false must render no webhook configuration and no --webhook-* flags")
+        return
+    if mode == "injection-off":
+        if mwcs or any(a.startswith("--sidecar-") for a in args):
+            err(f"{where}: webhook.enabled=false must render no sidecar injector and no --sidecar-* flags")
+        for flag in ("--webhook-addr=0.0.0.0:8443", "--webhook-cert-file=", "--webhook-key-file="):
+            if not any(a.startswith(flag) for a in args):
+                err(f"{where}: the MapChaos admission webhooks need the HTTPS server: no {flag}")
         return
     if len(mwcs) != 1:
         err(f"{where}: expected one MutatingWebhookConfiguration, got {len(mwcs)}")
@@ -597,6 +611,66 @@ def check_webhook(where, docs, mode):
         if tls_secret != "mapchaos-webhook-tls":
             err(f"{where}: mounts {tls_secret}, expected the user's mapchaos-webhook-tls")
 
+def check_admission(where, docs, want):
+    """The MapChaos admission webhooks: a validating and a mutating configuration of the
+    same name, CREATE and UPDATE of mapchaos.io/mapchaos, failurePolicy Fail by default, on
+    the webhook Service; SubjectAccessReview create and namespaces get for the operator;
+    the guardrail flags; the release hook deletes both configurations first."""
+    vwcs = [d for d in docs if d["kind"] == "ValidatingWebhookConfiguration"]
+    stamps = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration" and d["metadata"]["name"].endswith("-admission")]
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0].get("args", [])
+    if not want.get("admission", True):
+        if vwcs or stamps:
+            err(f"{where}: guardrails.admission.enabled=false must render no MapChaos admission webhook")
+        return
+    if len(vwcs) != 1 or len(stamps) != 1 or vwcs[0]["metadata"]["name"] != stamps[0]["metadata"]["name"]:
+        err(f"{where}: expected one ValidatingWebhookConfiguration and one MapChaos MutatingWebhookConfiguration of the same name")
+        return
+    name = vwcs[0]["metadata"]["name"]
+    svc = next(d for d in docs if d["kind"] == "Service" and any(p.get("name") == "webhook" for p in d["spec"]["ports"]))["metadata"]
+    for config, path in ((vwcs[0], "/mapchaos/validate"), (stamps[0], "/mapchaos/mutate")):
+        hooks = config["webhooks"]
+        cw = f"{where}: {config['kind']} {name}"
+        if len(hooks) != 1:
+            err(f"{cw}: expected one webhook, got {len(hooks)}")
+            continue
+        h = hooks[0]
+        if h.get("failurePolicy") != want.get("failure_policy", "Fail"):
+            err(f"{cw}: failurePolicy {h.get('failurePolicy')}, expected {want.get('failure_policy', 'Fail')}")
+        if h.get("rules") != [{"operations": ["CREATE", "UPDATE"], "apiGroups": ["mapchaos.io"], "apiVersions": ["*"], "resources": ["mapchaos"], "scope": "Namespaced"}]:
+            err(f"{cw}: must match CREATE and UPDATE of mapchaos.io/mapchaos: {h.get('rules')}")
+        if h.get("sideEffects") != "None" or h.get("admissionReviewVersions") != ["v1"]:
+            err(f"{cw}: expected sideEffects None and admissionReviewVersions [v1]")
+        ref = h["clientConfig"].get("service", {})
+        if (ref.get("name"), ref.get("namespace"), ref.get("path"), ref.get("port")) != (svc["name"], svc["namespace"], path, 443):
+            err(f"{cw}: clientConfig.service {ref} is not {svc['name']}.{svc['namespace']}:443{path}")
+        mode = want.get("webhook", "helm")
+        if mode in ("helm", "injection-off") and not h["clientConfig"].get("caBundle"):
+            err(f"{cw}: no caBundle")
+        if mode == "cert-manager" and not config["metadata"].get("annotations", {}).get("cert-manager.io/inject-ca-from"):
+            err(f"{cw}: no cert-manager.io/inject-ca-from")
+    rbac = rules_of(docs)
+    for group, resource, verb in [("authorization.k8s.io", "subjectaccessreviews", "create"), ("", "namespaces", "get")]:
+        if not any(k == "ClusterRole" and group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for k, _, r in rbac):
+            err(f"{where}: the operator cannot {verb} {resource} cluster-wide (the admission webhook needs it)")
+    for flag in want.get("guard_args", ["--require-namespace-label=true", "--max-targets=50"]):
+        if flag not in args:
+            err(f"{where}: no {flag} in the operator's args {args}")
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    if jobs:
+        jargs = jobs[0]["spec"]["template"]["spec"]["containers"][0].get("args", [])
+        if f"--admission-webhook={name}" not in jargs:
+            err(f"{where}: the release hook must delete the admission webhooks first ({jargs})")
+        hook_rules = [r for k, n, r in rules_of([d for d in docs if d.get("metadata", {}).get("annotations", {}).get("helm.sh/hook")])
+                      if "validatingwebhookconfigurations" in r["resources"]]
+        if not hook_rules or any(r.get("resourceNames") != [name] or r["verbs"] != ["delete"] for r in hook_rules):
+            err(f"{where}: the release hook may delete only the {name} webhook configurations: {hook_rules}")
+
+# Cluster-scoped RBAC the namespaced mode still needs: the admission webhook's
+# SubjectAccessReviews and Namespace reads, and the release hook's deletion of it.
+ADMISSION_CLUSTER_ROLES = ("-admission",)
+
 for case, want in cases.items():
     path = os.path.join(work, f"render-{case}.yaml")
     docs = load(path)
@@ -620,11 +694,12 @@ for case, want in cases.items():
                 f"{'.'.join(map(str, e.path))}: {e.message}")
         except kubernetes_validate.SchemaNotFoundError:
             err(f"{name}: no Kubernetes {k8s_version} schema for {d['apiVersion']} {d['kind']}")
-        if d["kind"] != "CustomResourceDefinition" and "namespace" not in d["metadata"] and d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"):
+        if d["kind"] != "CustomResourceDefinition" and "namespace" not in d["metadata"] and d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
             err(f"{name}: no metadata.namespace")
     # Expectations.
     if "Deployment" in kinds:
         check_webhook(where, docs, want.get("webhook", "helm"))
+        check_admission(where, docs, want)
     if kinds.count("CustomResourceDefinition") != 1:
         err(f"{where}: expected the MapChaos CRD once (--include-crds), got {kinds.count('CustomResourceDefinition')}")
     else:
@@ -690,8 +765,19 @@ for case, want in cases.items():
                 err(f"{where}: no {verb} on {group or 'core'}/{resource} ({'namespace ' + ns if ns else 'cluster-wide'})")
         if ns and not any(d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == ns and d["roleRef"]["kind"] == "Role" for d in docs):
             err(f"{where}: no RoleBinding in namespace {ns}")
-    if want["namespaces"] and any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in docs):
-        err(f"{where}: namespaced mode must not render cluster-wide RBAC")
+    if want["namespaces"] and any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") and not d["metadata"]["name"].endswith(ADMISSION_CLUSTER_ROLES) for d in docs):
+        err(f"{where}: namespaced mode must not render cluster-wide RBAC beyond the admission webhook's")
+    for d in docs:
+        if want["namespaces"] and d["kind"] == "ClusterRole":
+            allowed = {("authorization.k8s.io", "subjectaccessreviews", "create"), ("", "namespaces", "get"),
+                       ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "delete"),
+                       ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "delete")}
+            for r in d["rules"]:
+                for g in r["apiGroups"]:
+                    for res in r["resources"]:
+                        for v in r["verbs"]:
+                            if (g, res, v) not in allowed:
+                                err(f"{where}: namespaced mode ClusterRole {d['metadata']['name']} grants {v} {g or 'core'}/{res}")
     if not granted({"Role"}, "mapchaos-system", "", "configmaps", "watch"):
         err(f"{where}: no watch on configmaps in the operator namespace (kill switch)")
     if granted({"ClusterRole"}, None, "", "configmaps", "get"):

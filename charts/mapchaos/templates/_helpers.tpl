@@ -97,6 +97,11 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The guardrails: read the namespaces' opt-in label and existing-keys annotation (a Role
+# in a watched namespace lets the operator read that one Namespace).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
 # Kubernetes Events on MapChaos resources (both Event APIs).
 - apiGroups: [""]
   resources: ["events"]
