@@ -37,6 +37,13 @@ OP_NS=mapchaos-system
 NS=mapchaos-scenarios
 # A namespace labelled mapchaos.io/inject: "true" (injection by namespace).
 NS2=mapchaos-scenarios-inject
+# The guardrails scenario's tenants: alice may write MapChaos in TEAM_A only; TEAM_B allows
+# storms but is not hers; TEAM_C has not opted in.
+TEAM_A=mapchaos-team-a
+TEAM_B=mapchaos-team-b
+TEAM_C=mapchaos-team-c
+# The chart's cap on targets per run: above every other scenario's runs (at most 3 pods).
+MAX_TARGETS=3
 RELEASE=mapchaos
 # The local node maps the image name `mapchaos` (any tag) to target/debug/mapchaos.
 IMAGE_REPO="${MAPCHAOS_IMAGE_REPOSITORY:-mapchaos}"
@@ -49,7 +56,7 @@ source "$E2E_SRC/checks.sh"
 
 # The scenarios in the order they run, as NAME:NUMBER (the number in the "== N." headings).
 SCENARIOS=(dryrun:0 install:1 storm:2 broken:3 invalid:4 midstorm:5a killswitch:5b webhook:7 injstorm:8
-    podgone:9 upgrade:10 opgone:11 leader:11b pause:12 metrics:6 uninstall:5c)
+    podgone:9 upgrade:10 opgone:11 leader:11b pause:12 guardrails:13 metrics:6 uninstall:5c)
 declare -A SELECTED=()
 ONLY=${MAPCHAOS_E2E_ONLY:-}
 for entry in "${SCENARIOS[@]}"; do [[ -n "$ONLY" ]] || SELECTED[${entry%%:*}]=1; done
@@ -184,7 +191,7 @@ local_check() {
     if ((LOCAL)); then check "$@"; else say "skipped (local cluster only): $1"; fi
 }
 SUITE_START=$(date +%s)
-kubectl delete namespace "$NS" "$NS2" --wait=true --timeout=60s >/dev/null 2>&1
+kubectl delete namespace "$NS" "$NS2" "$TEAM_A" "$TEAM_B" "$TEAM_C" --wait=true --timeout=60s >/dev/null 2>&1
 kubectl create namespace "$NS" >/dev/null
 # Storms go only to namespaces that opt in (README, Security model).
 kubectl label namespace "$NS" mapchaos.io/storms=allowed >/dev/null
@@ -256,6 +263,7 @@ eventually 30 "CRD mapchaos.mapchaos.io is Established" \
     bash -c "[[ \$(kubectl get crd mapchaos.mapchaos.io -o jsonpath='{.status.conditions[?(@.type==\"Established\")].status}') == True ]]"
 if helm install "$RELEASE" "$REPO/charts/mapchaos" -n "$OP_NS" --create-namespace \
     --set image.repository="$IMAGE_REPO" --set image.tag="$IMAGE_TAG" \
+    --set guardrails.maxTargetsPerExperiment=$MAX_TARGETS \
     --set operator.logFormat=text >"$HELM_HOME/install.out" 2>&1; then
     pass "helm install $RELEASE charts/mapchaos -n $OP_NS --create-namespace"
 else
@@ -291,7 +299,7 @@ local_check "operator logs have no ERROR so far" bash -c "! grep -q ERROR '$DIR'
 # by hand as README "The sidecar in your pods" describes. EXTRA: extra sidecar args (JSON).
 demo_deployment() {
     local name=$1 replicas=$2 extra=${3:-}
-    app_deployment "$name" "$NS" "$replicas" ', mapchaos.io/sidecar: "true"' \
+    app_deployment "$name" "${DEMO_NS:-$NS}" "$replicas" ', mapchaos.io/sidecar: "true"' \
         ', prometheus.io/scrape: "true", prometheus.io/port: "9464"' "
       - name: mapchaos-sidecar
         image: $IMAGE_REPO:$IMAGE_TAG
@@ -902,6 +910,161 @@ pause_resume annpause "annotation mapchaos.io/pause: \"true\"" \
 fi
 
 # =======================================================================================
+if section guardrails "== 13. guardrails: alice storms only her namespace, only where storms are allowed, never over the cap"; then
+GUARD_START=$SECONDS
+for ns in "$TEAM_A" "$TEAM_B" "$TEAM_C"; do
+    kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
+done
+kubectl label --overwrite namespace "$TEAM_A" mapchaos.io/storms=allowed >/dev/null
+kubectl label --overwrite namespace "$TEAM_B" mapchaos.io/storms=allowed >/dev/null
+# alice: MapChaos in TEAM_A only (kubectl --as alice impersonates her).
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: mapchaos-author, namespace: $TEAM_A}
+rules:
+  - apiGroups: [mapchaos.io]
+    resources: [mapchaos]
+    verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-mapchaos-author, namespace: $TEAM_A}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: mapchaos-author}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}]
+EOF
+DEMO_NS=$TEAM_A demo_deployment cart 2
+DEMO_NS=$TEAM_B demo_deployment cart 1
+# guard_mc AS NAMESPACE NAME SELECTOR [EXTRA]: apply a short MapChaos as user AS (admin when
+# empty) on app=cart pods; SELECTOR is extra selector YAML (flow mapping entries), EXTRA
+# more spec lines. Output and errors in $HELM_HOME/NAME.out.
+guard_mc() {
+    local as=$1 ns=$2 name=$3 selector=$4 extra=${5:-}
+    local who=()
+    [[ -z "$as" ]] || who=(--as "$as")
+    kubectl "${who[@]}" apply -f - >"$HELM_HOME/$name.out" 2>&1 <<EOF
+apiVersion: mapchaos.io/v1alpha1
+kind: MapChaos
+metadata: {name: $name, namespace: $ns$GUARD_META}
+spec:
+  selector: {labelSelectors: {app: cart}$selector}
+  mode: all
+  duration: 3s
+  storm:
+    workers: 2
+    keys: {source: synthetic, prefix: "e2e:$name:", count: 16}
+  check: {history: true, maxOps: 50000, timeoutPerKey: 5s}$extra
+EOF
+}
+# refused NAME PATTERN...: the write was refused and its message matches every PATTERN.
+refused() {
+    local name=$1 p
+    shift
+    grep -q 'denied the request' "$HELM_HOME/$name.out" || return 1
+    for p in "$@"; do grep -qE "$p" "$HELM_HOME/$name.out" || return 1; done
+}
+export -f refused guard_mc
+export HELM_HOME TEAM_A TEAM_B TEAM_C
+eventually 120 "$TEAM_A has 2 and $TEAM_B 1 sidecar pod Ready" bash -c "available $TEAM_A cart 2 && available $TEAM_B cart 1"
+
+check "alice's MapChaos in $TEAM_A targeting $TEAM_A is admitted" guard_mc alice "$TEAM_A" own ''
+eventually 60 "alice's MapChaos runs on both $TEAM_A pods and Completes" bash -c "
+    kubectl -n $TEAM_A get mc own -o json | jqe '.status.phase == \"Completed\" and .status.summary.targets == 2'"
+check "created-by says alice, in the annotation and in status" bash -c "
+    kubectl -n $TEAM_A get mc own -o json | jqe '.metadata.annotations[\"mapchaos.io/created-by\"] == \"alice\" and .status.createdBy == \"alice\"'"
+check "kubectl get mc -o wide shows CREATED-BY alice" bash -c "
+    out=\$(kubectl -n $TEAM_A get mc own -o wide); head -n1 <<<\"\$out\" | grep -q CREATED-BY && tail -n1 <<<\"\$out\" | grep -qw alice"
+check "the run's Events name alice (RunStarted and RunFinished)" bash -c "
+    kubectl -n $TEAM_A get events --field-selector involvedObject.kind=MapChaos,involvedObject.name=own -o json |
+        jqe '[.items[] | select(.reason == \"RunStarted\" or .reason == \"RunFinished\") | (.note // .message) | test(\"created by alice\")] | length >= 2 and all'"
+
+guard_mc alice "$TEAM_A" reach-b ", namespaces: [$TEAM_B]"
+check "alice's MapChaos targeting $TEAM_B is refused, naming alice, create and $TEAM_B" \
+    refused reach-b 'user "alice" may not create mapchaos.io/mapchaos in namespace "'"$TEAM_B"'"'
+guard_mc alice "$TEAM_A" pods-b ", pods: {$TEAM_B: [cart-0]}"
+check "alice's MapChaos naming a $TEAM_B pod (selector.pods) is refused" \
+    refused pods-b 'may not create' "\"$TEAM_B\""
+check "neither refused MapChaos exists" bash -c "! kubectl -n $TEAM_A get mc reach-b pods-b -o name 2>/dev/null | grep -q ."
+kubectl --as alice -n "$TEAM_A" patch mc own --type merge -p "{\"spec\":{\"selector\":{\"namespaces\":[\"$TEAM_A\",\"$TEAM_B\"]}}}" \
+    >"$HELM_HOME/update-b.out" 2>&1
+check "alice's UPDATE adding $TEAM_B is refused as update" refused update-b 'may not update' "\"$TEAM_B\""
+check "the refused UPDATE left the spec alone" bash -c "
+    kubectl -n $TEAM_A get mc own -o json | jqe '(.spec.selector.namespaces // []) | length == 0'"
+
+guard_mc '' "$TEAM_A" reach-c ", namespaces: [$TEAM_C]"
+check "a MapChaos reaching $TEAM_C (no opt-in label) is refused, naming the label" \
+    refused reach-c "$TEAM_C" 'mapchaos.io/storms=allowed'
+guard_mc '' "$TEAM_A" reach-system ", namespaces: [kube-system]"
+check "a MapChaos reaching kube-system is refused as protected" refused reach-system kube-system protected
+guard_mc '' "$TEAM_A" reach-operator ", namespaces: [$OP_NS]"
+check "a MapChaos reaching the operator's namespace is refused as protected" refused reach-operator "$OP_NS" protected
+
+GUARD_META=', annotations: {mapchaos.io/created-by: mallory, mapchaos.io/updated-by: mallory, mapchaos.io/pause: "true"}' \
+    guard_mc alice "$TEAM_A" forged ''
+check "a created-by alice writes herself is overwritten with alice; updated-by is dropped" bash -c "
+    kubectl -n $TEAM_A get mc forged -o json | jqe '.metadata.annotations[\"mapchaos.io/created-by\"] == \"alice\"
+        and (.metadata.annotations | has(\"mapchaos.io/updated-by\") | not)'"
+kubectl --as alice -n "$TEAM_A" annotate --overwrite mc forged mapchaos.io/created-by=mallory >/dev/null 2>&1
+check "annotating created-by=mallory later changes nothing" bash -c "
+    kubectl -n $TEAM_A get mc forged -o json | jqe '.metadata.annotations[\"mapchaos.io/created-by\"] == \"alice\"
+        and (.metadata.annotations | has(\"mapchaos.io/updated-by\") | not)'"
+kubectl -n "$TEAM_A" delete mc forged --wait=false >/dev/null 2>&1
+
+# Admitted while $TEAM_B allows storms (held by the pause annotation), then the label goes:
+# resuming starts no storm there.
+GUARD_META=', annotations: {mapchaos.io/pause: "true"}' guard_mc '' "$TEAM_A" relabel ", namespaces: [$TEAM_B]"
+check "a MapChaos reaching $TEAM_B while it is labelled is admitted" grep -qE 'configured|created' "$HELM_HOME/relabel.out"
+kubectl label namespace "$TEAM_B" mapchaos.io/storms- >/dev/null
+kubectl -n "$TEAM_A" annotate mc relabel mapchaos.io/pause- >/dev/null
+eventually 30 "after the label is removed, the next run skips $TEAM_B: NamespacesAllowed=False naming it, no target" bash -c "
+    kubectl -n $TEAM_A get mc relabel -o json | jqe '(.status.conditions[]? | select(.type == \"NamespacesAllowed\") |
+        .status == \"False\" and (.message | test(\"$TEAM_B\"))) and (.status.run // 0) == 0 and ((.status.targets // []) | length == 0)'"
+check "a NamespaceSkipped Event names $TEAM_B" bash -c "
+    kubectl -n $TEAM_A get events --field-selector involvedObject.kind=MapChaos,involvedObject.name=relabel -o json |
+        jqe '[.items[] | select(.reason == \"NamespaceSkipped\") | (.note // .message) | test(\"$TEAM_B\")] | any'"
+check "no storm ran on the $TEAM_B pod" bash -c "
+    ip=\$(kubectl -n $TEAM_B get pods -l app=cart -o jsonpath='{.items[0].status.podIP}')
+    ! curl -sf --max-time 5 http://\$ip:9464/metrics | grep -q '^mapchaos_ops_total{.*source=\"storm\"'"
+
+# The cap: 4 demo pods in $NS, mode all, over guardrails.maxTargetsPerExperiment=$MAX_TARGETS.
+need_demo
+mapchaos oversized demo all 0 5s
+eventually 30 "a run of 4 targets over the cap of $MAX_TARGETS does not start: WithinLimits=False (OverLimit), no target" \
+    mc_jq oversized '(.status.conditions[]? | select(.type == "WithinLimits") | .status == "False" and .reason == "OverLimit"
+        and (.message | test("4 pods.*cap of '"$MAX_TARGETS"'"))) and (.status.run // 0) == 0'
+check "a RunRefused Event says why" bash -c "
+    k get events --field-selector involvedObject.kind=MapChaos,involvedObject.name=oversized -o json |
+        jqe '[.items[] | select(.reason == \"RunRefused\")] | length >= 1'"
+k delete mc oversized --wait=true --timeout=30s >/dev/null
+
+# The webhook down: Fail refuses MapChaos writes, Ignore lets them through unchecked.
+kubectl -n "$OP_NS" scale deploy "$RELEASE" --replicas=0 >/dev/null
+eventually 60 "operator scaled to 0 (the webhook is down)" bash -c "[[ -z \$(kubectl -n $OP_NS get pods -l app.kubernetes.io/component=operator -o name) ]]"
+guard_mc '' "$TEAM_A" while-down ''
+check "with failurePolicy Fail a MapChaos write fails closed while the webhook is down" \
+    bash -c "grep -q 'failed calling webhook' '$HELM_HOME/while-down.out' && ! kubectl -n $TEAM_A get mc while-down >/dev/null 2>&1"
+for kind in validatingwebhookconfiguration mutatingwebhookconfiguration; do
+    kubectl patch "$kind" "$RELEASE-admission" --type=json \
+        -p '[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Ignore"}]' >/dev/null
+done
+guard_mc '' "$TEAM_A" while-down ", namespaces: [$TEAM_C]"
+check "with failurePolicy Ignore the same write passes, unchecked (it reaches $TEAM_C) and unstamped: insecure" bash -c "
+    kubectl -n $TEAM_A get mc while-down -o json | jqe '(.metadata.annotations // {}) | has(\"mapchaos.io/created-by\") | not'"
+kubectl -n "$TEAM_A" delete mc while-down --wait=true --timeout=30s >/dev/null 2>&1
+for kind in validatingwebhookconfiguration mutatingwebhookconfiguration; do
+    kubectl patch "$kind" "$RELEASE-admission" --type=json \
+        -p '[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Fail"}]' >/dev/null
+done
+kubectl -n "$OP_NS" scale deploy "$RELEASE" --replicas=1 >/dev/null
+eventually 90 "operator back (1 available replica)" available "$OP_NS" "$RELEASE" 1
+OP_POD=$(operator_pod)
+eventually 30 "the webhook answers again: alice's MapChaos targeting $TEAM_B is refused" bash -c "
+    guard_mc alice $TEAM_A reach-b ', namespaces: [$TEAM_B]'; refused reach-b 'may not create'"
+kubectl -n "$TEAM_A" delete mc --all --wait=true --timeout=60s >/dev/null 2>&1
+say "guardrails scenario took $((SECONDS - GUARD_START))s"
+fi
+
+# =======================================================================================
 if section metrics "== 6. metrics through Prometheus"; then
 if [[ -n "$PROM" ]]; then
     promq() { curl -sf --max-time 5 "$PROM/api/v1/query" --data-urlencode "query=$1"; }
@@ -976,6 +1139,6 @@ check "no chart ClusterRole/Binding or webhook configuration is left" bash -c "
 fi
 
 if ((FAILED == 0)); then
-    kubectl delete namespace "$NS" "$NS2" "$OP_NS" --wait=false >/dev/null 2>&1
+    kubectl delete namespace "$NS" "$NS2" "$TEAM_A" "$TEAM_B" "$TEAM_C" "$OP_NS" --wait=false >/dev/null 2>&1
 fi
 finish
