@@ -132,7 +132,16 @@ const READ: &[&str] = &["readonly", "fast"];
 const WRITE: &[&str] = &["write", "denyoom"];
 const WRITE_FAST: &[&str] = &["write", "fast"];
 const WRITE_FAST_DENYOOM: &[&str] = &["write", "denyoom", "fast"];
-const CONNECTION: &[&str] = &["noscript", "loading", "stale", "fast"];
+/// Redis's flags for the commands a client may send before authenticating.
+const CONNECTION: &[&str] = &[
+    "noscript",
+    "loading",
+    "stale",
+    "fast",
+    "no_auth",
+    "allow_busy",
+];
+const CLIENT_SUBCOMMAND: &[&str] = &["noscript", "loading", "stale"];
 const TRANSACTION: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 
 /// The commands that reach every key though they name none: inside a
@@ -187,12 +196,12 @@ static TABLE: &[CommandSpec] = &[
     command("keys", 2, &["readonly"], NO_KEYS, keys),
     command("dbsize", 1, READ, NO_KEYS, dbsize),
     command("ping", -1, &["fast"], NO_KEYS, ping),
-    command("echo", 2, &["fast"], NO_KEYS, echo),
+    command("echo", 2, &["loading", "stale", "fast"], NO_KEYS, echo),
     command("flushdb", -1, &["write"], NO_KEYS, flush),
     command("flushall", -1, &["write"], NO_KEYS, flush),
     command("info", -1, &["loading", "stale"], NO_KEYS, info),
     command("select", 2, &["loading", "stale", "fast"], NO_KEYS, select),
-    command("quit", -1, &["fast"], NO_KEYS, quit),
+    command("quit", -1, CONNECTION, NO_KEYS, quit),
     command("hello", -1, CONNECTION, NO_KEYS, hello),
     command("auth", -2, CONNECTION, NO_KEYS, auth),
     command("reset", 1, CONNECTION, NO_KEYS, reset),
@@ -215,10 +224,10 @@ static TABLE: &[CommandSpec] = &[
         run: Run::Container {
             own: None,
             subcommands: &[
-                command("id", 2, CONNECTION, NO_KEYS, client_id),
-                command("getname", 2, CONNECTION, NO_KEYS, client_getname),
-                command("setname", 3, CONNECTION, NO_KEYS, client_setname),
-                command("setinfo", 4, CONNECTION, NO_KEYS, client_setinfo),
+                command("id", 2, CLIENT_SUBCOMMAND, NO_KEYS, client_id),
+                command("getname", 2, CLIENT_SUBCOMMAND, NO_KEYS, client_getname),
+                command("setname", 3, CLIENT_SUBCOMMAND, NO_KEYS, client_setname),
+                command("setinfo", 4, CLIENT_SUBCOMMAND, NO_KEYS, client_setinfo),
                 command(
                     "kill",
                     -3,
@@ -226,7 +235,7 @@ static TABLE: &[CommandSpec] = &[
                     NO_KEYS,
                     client_kill,
                 ),
-                command("reply", 3, CONNECTION, NO_KEYS, client_reply),
+                command("reply", 3, CLIENT_SUBCOMMAND, NO_KEYS, client_reply),
                 command(
                     "no-evict",
                     3,
@@ -234,7 +243,7 @@ static TABLE: &[CommandSpec] = &[
                     NO_KEYS,
                     client_no_evict,
                 ),
-                command("info", 2, CONNECTION, NO_KEYS, client_info),
+                command("info", 2, CLIENT_SUBCOMMAND, NO_KEYS, client_info),
                 command(
                     "list",
                     -2,

@@ -57,18 +57,56 @@ pub(super) fn command_info(call: &mut Call<'_>) -> Result<(), CommandError> {
     }
     resp::write_array_len(call.out, names.len());
     for name in names {
-        match lookup(TABLE, name) {
-            Some(index) => write_command_info(call.out, &TABLE[index], None),
+        match find_command(name) {
+            Some((spec, parent)) => write_command_info(call.out, spec, parent),
             None => resp::write_null_bulk(call.out),
         }
     }
     Ok(())
 }
 
+/// A command by name, or a subcommand as `container|sub`, with its container.
+fn find_command(name: &[u8]) -> Option<(&'static CommandSpec, Option<&'static str>)> {
+    let Some(bar) = name.iter().position(|&b| b == b'|') else {
+        return lookup(TABLE, name).map(|index| (&TABLE[index], None));
+    };
+    let parent = &TABLE[lookup(TABLE, &name[..bar])?];
+    let Run::Container { subcommands, .. } = &parent.run else {
+        return None;
+    };
+    let sub = lookup(subcommands, &name[bar + 1..])?;
+    Some((&subcommands[sub], Some(parent.name)))
+}
+
+/// `COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN glob]`.
+/// There are no modules, and ACL categories are not modelled: those
+/// filters list nothing.
 pub(super) fn command_list(call: &mut Call<'_>) -> Result<(), CommandError> {
-    resp::write_array_len(call.out, TABLE.len());
-    for spec in TABLE {
-        resp::write_bulk(call.out, spec.name.as_bytes());
+    let filter = match &call.args[2..] {
+        [] => None,
+        [by, kind, value] if is(by, "filterby") => {
+            if is(kind, "pattern") {
+                Some(Some(Pattern::new(value)))
+            } else if is(kind, "module") || is(kind, "aclcat") {
+                Some(None)
+            } else {
+                return Err(SYNTAX_ERROR);
+            }
+        }
+        _ => return Err(SYNTAX_ERROR),
+    };
+    let names: Vec<&str> = TABLE
+        .iter()
+        .map(|spec| spec.name)
+        .filter(|name| match &filter {
+            None => true,
+            Some(Some(pattern)) => pattern.matches(name.as_bytes()),
+            Some(None) => false,
+        })
+        .collect();
+    resp::write_array_len(call.out, names.len());
+    for name in names {
+        resp::write_bulk(call.out, name.as_bytes());
     }
     Ok(())
 }
