@@ -945,7 +945,7 @@ guard_mc() {
     kubectl "${who[@]}" apply -f - >"$HELM_HOME/$name.out" 2>&1 <<EOF
 apiVersion: mapchaos.io/v1alpha1
 kind: MapChaos
-metadata: {name: $name, namespace: $ns$GUARD_META}
+metadata: {name: $name, namespace: $ns${GUARD_META:-}}
 spec:
   selector: {labelSelectors: {app: cart}$selector}
   mode: all
