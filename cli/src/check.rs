@@ -50,6 +50,7 @@ pub fn run(args: CheckArgs) -> Exit {
         per_key_budget: args.timeout_per_key.0,
         threads: args.threads,
         max_witnesses: args.max_witnesses,
+        cancel: None,
     };
     let report = check(&history, &options);
     match args.output {

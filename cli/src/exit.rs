@@ -1,5 +1,6 @@
 //! Exit statuses, the same for every subcommand that judges a storm: 0 pass,
-//! 1 anomalies, 2 bad input, 3 inconclusive, 4 could not run.
+//! 1 anomalies, 2 bad input, 3 inconclusive, 4 could not run; a run stopped
+//! by a signal exits 128 + its number, or 6 when forced out by a third.
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ impl Exit {
     pub const BAD_INPUT: u8 = 2;
     pub const INCONCLUSIVE: u8 = 3;
     pub const CANNOT_RUN: u8 = 4;
+    /// A third signal ended the run at once, its restore unfinished.
+    pub const FORCED: u8 = 6;
 
     pub fn bad_input(message: impl Display) -> Self {
         Exit {
@@ -31,6 +34,15 @@ impl Exit {
         Exit {
             code: Self::CANNOT_RUN,
             message: Some(message.to_string()),
+        }
+    }
+
+    /// Stopped by `signal` (after restoring and printing the report): the
+    /// status a shell gives a process the signal ended.
+    pub fn signalled(signal: crate::signals::Signal) -> Self {
+        Exit {
+            code: 128 + signal.number(),
+            message: None,
         }
     }
 

@@ -8,6 +8,7 @@ mod manifest;
 mod metrics_server;
 mod operator;
 mod run;
+mod signals;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -121,20 +122,52 @@ where
     })
 }
 
+/// SIGTERM, SIGINT or SIGHUP starts the shutdown; later ones are logged and
+/// change nothing: a storm's restore always finishes (only SIGKILL cuts it).
 async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the service");
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
-            return;
+    let kinds = [
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::hangup(), "SIGHUP"),
+    ];
+    let mut streams = Vec::new();
+    for (kind, name) in kinds {
+        match signal(kind) {
+            Ok(stream) => streams.push((stream, name)),
+            Err(error) => tracing::warn!(%error, signal = name, "cannot listen for a signal"),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
     }
-    shutdown.cancel();
+    if streams.is_empty() {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+        return;
+    }
+    let mut first = true;
+    loop {
+        let name = next_signal(&mut streams).await;
+        if first {
+            tracing::info!("{name} received: shutting down");
+            shutdown.cancel();
+            first = false;
+        } else {
+            tracing::warn!(
+                signal = name,
+                "already shutting down: a running storm's restore finishes first (only SIGKILL cuts it short)"
+            );
+        }
+    }
+}
+
+/// The name of the next signal any of `streams` delivers.
+async fn next_signal(streams: &mut [(tokio::signal::unix::Signal, &'static str)]) -> &'static str {
+    std::future::poll_fn(|cx| {
+        for (stream, name) in streams.iter_mut() {
+            if stream.poll_recv(cx).is_ready() {
+                return std::task::Poll::Ready(*name);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

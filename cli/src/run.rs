@@ -16,6 +16,7 @@ use mapchaos_sidecar::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
 use mapchaos_sidecar::metrics::SidecarMetrics;
 use mapchaos_sidecar::storm_target::{EngineTarget, WithMetrics};
 use mapchaos_storm::client::RespTarget;
+use mapchaos_storm::restore::RestoreOutcome;
 use mapchaos_storm::runner::{self, StormControl, StormPlan, StormTarget};
 
 use crate::exit::{Exit, exit_for_verdict};
@@ -34,7 +35,14 @@ pub enum OutputFormat {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit status: 0 pass, 1 anomalies found, 2 bad input, \
 3 inconclusive (nothing proven: no overlapping operations, or keys the search \
-could not finish), 4 the storm could not run.")]
+could not finish), 4 the storm could not run (or its restore could not reach \
+every key).\n\n\
+Signals: SIGINT, SIGTERM or SIGHUP stops whatever phase runs within a second \
+(preparing, storming, checking: the check's unfinished keys count as unknown), \
+restores what the storm took (with spec.storm.restore), prints the partial \
+report and exits 128 + the signal's number: 130 SIGINT, 143 SIGTERM, 129 \
+SIGHUP. A second signal while restoring only says how far the restore is; a \
+third exits at once with status 6, naming how many keys were not restored.")]
 pub struct RunArgs {
     /// A YAML file with a MapChaos (other kinds in it are skipped).
     pub file: PathBuf,
@@ -191,7 +199,11 @@ pub fn run(args: RunArgs) -> Exit {
     };
 
     let control = StormControl::new();
-    install_interrupt(control.clone());
+    let restores = spec.storm.restore && spec.storm.keys.source == KeySource::Existing;
+    let signals = match crate::signals::Signals::install(control.clone(), restores) {
+        Ok(signals) => signals,
+        Err(error) => return Exit::cannot_run(format!("cannot listen for signals: {error}")),
+    };
     metrics.storm_active.set(1);
     let progress = Progress::start(
         &control,
@@ -200,9 +212,18 @@ pub fn run(args: RunArgs) -> Exit {
     );
     let outcome = std::thread::scope(|scope| {
         let worker = scope.spawn(|| runner::run(&plan, target.as_ref(), &control));
+        let mut phase = None;
         while !worker.is_finished() {
             progress.tick(&control);
-            std::thread::sleep(Duration::from_millis(100));
+            let now = control.live().phase;
+            if phase != Some(now) && !args.quiet && !now.is_final() {
+                // One line per phase, so a log (or a test) can tell where it is.
+                progress
+                    .bar
+                    .suspend(|| eprintln!("phase: {}", phase_name(now)));
+            }
+            phase = Some(now);
+            std::thread::sleep(Duration::from_millis(20));
         }
         worker.join().expect("the storm thread panicked")
     });
@@ -213,6 +234,13 @@ pub fn run(args: RunArgs) -> Exit {
         Ok(outcome) => outcome,
         Err(error) => return Exit::cannot_run(format!("the storm could not run: {error}")),
     };
+    let mut restore_failed = 0;
+    if let Some(summary) = &outcome.restore {
+        restore_failed = summary.count(RestoreOutcome::Failed);
+        if !args.quiet || restore_failed > 0 {
+            eprintln!("restore: {} ({})", summary.describe(), summary.guarantee);
+        }
+    }
     let others_may_write =
         args.target.is_some() && spec.storm.keys.source == KeySource::Existing && !args.exclusive;
     if others_may_write && outcome.report.verdict == Verdict::Fail {
@@ -238,6 +266,26 @@ pub fn run(args: RunArgs) -> Exit {
             Err(error) => return Exit::cannot_run(format!("cannot encode the report: {error}")),
         },
     }
+    // The process ends now: an engine holding millions of keys would take
+    // seconds to free, key by key, for nothing.
+    std::mem::forget(engine);
+    if restore_failed > 0 {
+        return Exit::cannot_run(format!(
+            "the restore did not reach {restore_failed} keys (the map stopped answering): they may still be as the storm left them"
+        ));
+    }
+    if let Some(signal) = signals.received() {
+        eprintln!(
+            "stopped by {}; the report covers what ran{}",
+            signal.name(),
+            if outcome.restore.is_some() {
+                " and the keys were restored"
+            } else {
+                ""
+            }
+        );
+        return Exit::signalled(signal);
+    }
     if let StopReason::Stopped = outcome.report.stop_reason {
         eprintln!("stopped early on request; the report covers what ran");
     }
@@ -254,29 +302,9 @@ fn random_seed() -> u64 {
     RandomState::new().hash_one(Instant::now())
 }
 
-/// Ctrl-C stops the storm; the report still covers what ran.
-fn install_interrupt(control: Arc<StormControl>) {
-    std::thread::Builder::new()
-        .name("interrupt".into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    control.stop(StopReason::Stopped);
-                }
-            });
-        })
-        .expect("spawn the interrupt thread");
-}
-
 /// The live progress bar: phase, elapsed of total, ops, ops/s, errors.
 struct Progress {
-    bar: ProgressBar,
+    pub(crate) bar: ProgressBar,
     last: std::cell::Cell<(Instant, u64)>,
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mapchaos_storm::app_traffic::{AppLog, AppOp, AppPending, AppTap, AppTraffic};
 use mapchaos_storm::client::Response;
+use mapchaos_storm::restore::AppWrite;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::engine::Pattern;
@@ -83,6 +84,11 @@ impl StormTap {
     /// A command is about to run, called at `call`. `Some` when it goes into
     /// the history; pass it to [`StormTap::after`].
     pub(crate) fn before(&mut self, access: KeyAccess<'_>, call: Instant) -> Option<AppPending> {
+        self.note_write(&access);
+        if self.log.traffic().is_closed() {
+            // The workers stopped: only the writes matter now (the restore).
+            return None;
+        }
         if !self.log.traffic().records() {
             // Not recorded, the application's writes leave the keys they
             // touch with incomplete histories: leave those keys out of the
@@ -133,6 +139,32 @@ impl StormTap {
         self.log.latency(latency);
         if let Some(pending) = pending {
             self.log.end(pending, reply, call, call + latency);
+        }
+    }
+
+    /// Tell a restoring storm what the application is about to write, so
+    /// the restore never reverts it.
+    fn note_write(&self, access: &KeyAccess<'_>) {
+        let traffic = self.log.traffic();
+        if !traffic.tracks_writes() {
+            return;
+        }
+        match access {
+            KeyAccess::Modelled(AppOp::Set(key, value)) if self.keys.matches(key) => {
+                traffic.note_write(key, AppWrite::Set(Bytes::copy_from_slice(value)));
+            }
+            KeyAccess::Modelled(AppOp::Del(key)) if self.keys.matches(key) => {
+                traffic.note_write(key, AppWrite::Deleted);
+            }
+            KeyAccess::Modelled(_) | KeyAccess::Untouched => {}
+            KeyAccess::Unmodelled { keys, step } => {
+                for key in keys.iter().step_by((*step).max(1)) {
+                    if self.keys.matches(key) {
+                        traffic.note_write(key, AppWrite::Unknown);
+                    }
+                }
+            }
+            KeyAccess::Everything => traffic.note_flush(),
         }
     }
 
@@ -216,5 +248,15 @@ impl AppTap for AppProbe {
         for section in &mut sections {
             section.storm = None;
         }
+    }
+
+    /// Holds the probe (no connection registers or leaves) and every
+    /// connection's section, as `detach` does.
+    fn quiesce(&self, f: &mut dyn FnMut()) {
+        let state = self.state.lock();
+        let sections: Vec<MutexGuard<'_, Section>> =
+            state.connections.values().map(|s| s.lock()).collect();
+        f();
+        drop(sections);
     }
 }

@@ -133,7 +133,7 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
         ),
     }
     let waiting = storms.clone();
-    let drained = tokio::task::spawn_blocking(move || waiting.wait_idle(drain)).await;
+    let drained = tokio::task::spawn_blocking(move || wait_for_storm(&waiting, drain)).await;
     if !matches!(drained, Ok(true)) {
         warn!(
             seconds = args.drain_timeout_secs,
@@ -147,6 +147,26 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
     housekeeping.abort();
     info!("sidecar stopped");
     Ok(())
+}
+
+/// Wait for the stopped storm to end, at most `drain` — except while it
+/// restores: the application's keys are never left as the storm left them,
+/// so the restore is always waited for (it is in-process and fast; only a
+/// SIGKILL cuts it short).
+fn wait_for_storm(storms: &Storms, drain: Duration) -> bool {
+    let mut waited = Duration::ZERO;
+    let step = Duration::from_secs(1);
+    loop {
+        if storms.wait_idle(step) {
+            return true;
+        }
+        waited += step;
+        match storms.restoring() {
+            Some((done, total)) => info!(done, total, "waiting for the storm's restore"),
+            None if waited >= drain => return false,
+            None => {}
+        }
+    }
 }
 
 /// Active expiry, compaction and heap release, off the request path.

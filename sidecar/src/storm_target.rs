@@ -13,13 +13,14 @@ use bytes::Bytes;
 use mapchaos_api::storm::MemorySnapshot;
 use mapchaos_storm::app_traffic::AppTap;
 use mapchaos_storm::client::{ClientError, MapClient, Request, Response};
+use mapchaos_storm::restore::{Applied, RestoreItem, Wanted};
 use mapchaos_storm::runner::{OpObserver, StormTarget};
 use mapchaos_storm::workload::{StormOp, decode_value};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
 use crate::app_probe::AppProbe;
 use crate::audit::{self, journal::JournalRecorder};
-use crate::engine::{MapEngine, Pattern, SetExpiry, SetOptions, Ttl};
+use crate::engine::{MapEngine, Pattern, RestoreWrite, SetExpiry, SetOptions, Ttl};
 use crate::metrics::SidecarMetrics;
 
 /// A storm target that is this process's engine.
@@ -189,21 +190,35 @@ impl MapClient for EngineClient {
 
     fn restore(
         &mut self,
-        key: &[u8],
-        value: &[u8],
-        ttl_ms: Option<u64>,
-    ) -> Result<bool, ClientError> {
+        items: &[RestoreItem<'_>],
+        applied: &mut Vec<Result<Applied, ClientError>>,
+    ) {
         let _acting = audit::as_storm(&self.audit_name, self.audit_id, "restore");
-        let expiry = match ttl_ms {
-            Some(ms) => SetExpiry::At(self.engine.clock().now().saturating_add(ms)),
-            None => SetExpiry::Persist,
-        };
-        Ok(self.engine.restore(
-            Bytes::copy_from_slice(key),
-            Bytes::copy_from_slice(value),
-            expiry,
-            &|current| decode_value(current).is_some(),
-        ))
+        let replaceable = |current: &[u8]| decode_value(current).is_some();
+        for item in items {
+            let wanted = match item.wanted {
+                Wanted::Value { value, ttl_ms } => Some((
+                    Bytes::copy_from_slice(value),
+                    match ttl_ms {
+                        Some(ms) => SetExpiry::At(self.engine.clock().now().saturating_add(ms)),
+                        None => SetExpiry::Persist,
+                    },
+                )),
+                Wanted::Absent => None,
+            };
+            let done = self
+                .engine
+                .restore(Bytes::copy_from_slice(item.key), wanted, &replaceable);
+            applied.push(Ok(match done {
+                RestoreWrite::Written => Applied::Written,
+                RestoreWrite::AlreadyThere => Applied::AlreadyThere,
+                RestoreWrite::Kept => Applied::Foreign,
+            }));
+        }
+    }
+
+    fn restore_guarantee(&self) -> &'static str {
+        "in-process: each key compared and written under its shard's lock"
     }
 }
 

@@ -13,6 +13,7 @@ use mapchaos_api::spec::{MapChaosSpec, PodSelector, SelectionMode};
 use mapchaos_api::storm::{StopReason, StormPhase, StormReport, StormRequest, StormStatus};
 use mapchaos_api::validate::InvalidSpec;
 use mapchaos_storm::History;
+use mapchaos_storm::restore::RestoreOutcome;
 use mapchaos_storm::runner::{self, StormControl, StormPlan};
 use parking_lot::Mutex;
 use tracing::{info, warn};
@@ -344,6 +345,21 @@ impl Storms {
                     verdict = ?outcome.report.verdict,
                     "storm finished"
                 );
+                if let Some(restore) = &outcome.restore {
+                    let count = |o| restore.count(o);
+                    info!(
+                        storm = %storm.id,
+                        keys = restore.outcomes.len(),
+                        restored = count(RestoreOutcome::Restored),
+                        untouched = count(RestoreOutcome::Untouched),
+                        app_wrote = count(RestoreOutcome::AppWrote),
+                        app_write_restored = count(RestoreOutcome::AppWriteRestored),
+                        app_write_lost = count(RestoreOutcome::AppWriteLost),
+                        expired = count(RestoreOutcome::Expired),
+                        failed = count(RestoreOutcome::Failed),
+                        "storm restored"
+                    );
+                }
                 (
                     outcome.report,
                     Recorded::from(outcome.history, self.finished_max_bytes),
@@ -399,11 +415,21 @@ impl Storms {
         }
     }
 
-    /// Stop every storm (the sidecar is shutting down).
+    /// Stop every storm (the sidecar is shutting down): its workers and its
+    /// check stop at once, and its restore runs to the end.
     pub fn stop_all(&self) {
         if let Some(storm) = self.running.lock().as_ref() {
-            storm.control.stop(StopReason::Stopped);
+            storm.control.interrupt(StopReason::Stopped);
         }
+    }
+
+    /// The running storm's restore progress (keys done, keys to do), if it
+    /// is restoring.
+    pub fn restoring(&self) -> Option<(u64, u64)> {
+        let running = self.running.lock();
+        let storm = running.as_ref()?;
+        (storm.control.live().phase == StormPhase::Restoring)
+            .then(|| storm.control.restore_progress())
     }
 
     /// Wait until no storm runs (its check and restore included), at most

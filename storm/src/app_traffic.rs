@@ -20,6 +20,7 @@ use mapchaos_api::spec::KeySource;
 
 use crate::client::Response;
 use crate::history::{ClientId, Event, KeyId, Op, RecordBudget, Recorder, ValueId};
+use crate::restore::AppWrite;
 use crate::runner::{Keyspace, latency_histogram};
 
 /// The client id of the first application connection; storm workers are
@@ -47,6 +48,10 @@ pub trait AppTap: Sync {
     /// command may run while the logs are taken, so that every command not
     /// recorded takes effect after every recorded one completed.
     fn detach(&self);
+
+    /// Run `f` while no application command runs: every command either
+    /// completed (and was noted) before `f`, or starts after it returns.
+    fn quiesce(&self, f: &mut dyn FnMut());
 }
 
 /// One of the operations the history models, as the application sent it.
@@ -110,6 +115,22 @@ pub struct AppTraffic {
     values: Vec<Mutex<HashMap<KeyId, HashMap<Bytes, ValueId>>>>,
     latency: Vec<Mutex<Histogram<u64>>>,
     handed_in: Mutex<HandedIn>,
+    /// Set (in a consistent cut) once the workers stopped: from then on
+    /// nothing goes into the history, only writes are noted for the restore.
+    closed: AtomicBool,
+    /// Whether the application's writes are noted (a storm that restores).
+    track_writes: AtomicBool,
+    writes: Mutex<NotedWrites>,
+}
+
+/// The application's last write to each key, for the restore.
+#[derive(Default)]
+struct NotedWrites {
+    /// Orders the writes (and flushes) in the order connections ran them.
+    sequence: u64,
+    by_key: HashMap<Bytes, (u64, AppWrite)>,
+    /// The last FLUSHDB/FLUSHALL.
+    flushed: Option<u64>,
 }
 
 /// What the connections' logs left behind.
@@ -158,7 +179,76 @@ impl AppTraffic {
                 .map(|_| Mutex::new(latency_histogram()))
                 .collect(),
             handed_in: Mutex::default(),
+            closed: AtomicBool::new(false),
+            track_writes: AtomicBool::new(false),
+            writes: Mutex::default(),
         })
+    }
+
+    /// Note the application's writes for the restore too; call before
+    /// attaching.
+    pub fn track_writes(&self) {
+        self.track_writes.store(true, Ordering::Release);
+    }
+
+    /// Whether the application's writes to the storm's keys must be noted
+    /// with [`AppTraffic::note_write`].
+    pub fn tracks_writes(&self) -> bool {
+        self.track_writes.load(Ordering::Acquire)
+    }
+
+    /// The application is about to run a write of `key` (one the storm's
+    /// pattern matches) with this effect. Called in the order of the
+    /// connection's commands, before each runs.
+    pub fn note_write(&self, key: &[u8], write: AppWrite) {
+        if !self.tracks_writes() {
+            return;
+        }
+        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.sequence += 1;
+        let sequence = writes.sequence;
+        match writes.by_key.get_mut(key) {
+            Some(slot) => *slot = (sequence, write),
+            None => {
+                writes
+                    .by_key
+                    .insert(Bytes::copy_from_slice(key), (sequence, write));
+            }
+        }
+    }
+
+    /// The application is about to delete every key (FLUSHDB, FLUSHALL).
+    pub fn note_flush(&self) {
+        if !self.tracks_writes() {
+            return;
+        }
+        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.sequence += 1;
+        writes.flushed = Some(writes.sequence);
+    }
+
+    /// The application's last write to `key` since the storm attached.
+    pub(crate) fn app_write(&self, _key_id: KeyId, key: &[u8]) -> Option<AppWrite> {
+        let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let noted = writes.by_key.get(key);
+        match (noted, writes.flushed) {
+            (Some((at, _)), Some(flushed)) if flushed > *at => Some(AppWrite::Deleted),
+            (Some((_, write)), _) => Some(write.clone()),
+            (None, Some(_)) => Some(AppWrite::Deleted),
+            (None, None) => None,
+        }
+    }
+
+    /// Close the history: call in a consistent cut ([`AppTap::quiesce`])
+    /// once the workers stopped. Later commands are not recorded, timed or
+    /// excluded; their writes are still noted.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether the history is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// A Redis glob matching every key the storm may own.
@@ -321,9 +411,9 @@ impl AppLog {
         &self.traffic
     }
 
-    /// One command took `latency`; counted once the storm's workers run.
+    /// One command took `latency`; counted while the storm's workers run.
     pub fn latency(&mut self, latency: Duration) {
-        if !self.traffic.is_running() {
+        if !self.traffic.is_running() || self.traffic.is_closed() {
             return;
         }
         self.latencies
@@ -350,6 +440,9 @@ impl AppLog {
     /// options, multi-key commands, INCR, EXPIRE…), or wrote it before the
     /// keyspace was prepared: the key is left out of the check.
     pub fn exclude_key(&mut self, key: &[u8]) {
+        if self.traffic.is_closed() {
+            return;
+        }
         if self.traffic.is_running() {
             if let Some(id) = self.traffic.key_id(key) {
                 self.excluded.insert(id);
@@ -361,6 +454,9 @@ impl AppLog {
 
     /// A command wrote every key (FLUSHDB, FLUSHALL).
     pub fn exclude_everything(&mut self) {
+        if self.traffic.is_closed() {
+            return;
+        }
         self.everything_excluded = true;
     }
 
@@ -369,7 +465,7 @@ impl AppLog {
     /// is registered here, before it can be read.
     pub fn begin(&mut self, op: AppOp<'_>, call: Instant) -> Option<AppPending> {
         let traffic = self.traffic.clone();
-        if !traffic.record {
+        if !traffic.record || traffic.is_closed() {
             return None;
         }
         if !traffic.is_running() {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::restore::{Applied, RestoreItem};
+
 /// One single-key request. Keys and values are borrowed: the worker owns them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request<'a> {
@@ -65,15 +67,18 @@ pub trait MapClient: Send {
         count: usize,
     ) -> Result<(u64, Vec<Bytes>), ClientError>;
 
-    /// Put `value` back at `key` (expiring after `ttl_ms`, if given) when the
-    /// key is absent or holds a value a storm wrote — never over a value the
-    /// application wrote. `true` when it was put back.
+    /// For each item, atomically with respect to every other client: when
+    /// the key holds what is wanted, nothing; when it is absent or holds a
+    /// storm value, make it hold what is wanted; when it holds anything else
+    /// (a write by someone else), nothing. One result per item onto `applied`.
     fn restore(
         &mut self,
-        key: &[u8],
-        value: &[u8],
-        ttl_ms: Option<u64>,
-    ) -> Result<bool, ClientError>;
+        items: &[RestoreItem<'_>],
+        applied: &mut Vec<Result<Applied, ClientError>>,
+    );
+
+    /// What [`MapClient::restore`] can promise, in a sentence for reports.
+    fn restore_guarantee(&self) -> &'static str;
 }
 
 /// A map served over RESP (the sidecar, redis-server, anything compatible),
@@ -82,6 +87,8 @@ pub struct RespClient {
     client: redis::Client,
     connection: Option<redis::Connection>,
     timeout: Duration,
+    /// Whether the server runs WATCH/MULTI/EXEC; `None` until a restore asks.
+    pub(crate) transactions: Option<bool>,
 }
 
 impl RespClient {
@@ -94,12 +101,13 @@ impl RespClient {
             client,
             connection: None,
             timeout,
+            transactions: None,
         };
         this.connection()?;
         Ok(this)
     }
 
-    fn connection(&mut self) -> Result<&mut redis::Connection, ClientError> {
+    pub(crate) fn connection(&mut self) -> Result<&mut redis::Connection, ClientError> {
         if self.connection.is_none() {
             let connection = self
                 .client
@@ -115,7 +123,7 @@ impl RespClient {
     }
 
     /// After a transport error the stream may hold late replies: drop it.
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.connection = None;
     }
 }
@@ -215,50 +223,16 @@ impl MapClient for RespClient {
         }
     }
 
-    /// Over RESP the "absent" case is atomic (`SET NX`); the "holds a storm
-    /// value" case reads then writes with `SET XX`, so an application write
-    /// landing between the two can be overwritten. The in-process engine has
-    /// no such window.
     fn restore(
         &mut self,
-        key: &[u8],
-        value: &[u8],
-        ttl_ms: Option<u64>,
-    ) -> Result<bool, ClientError> {
-        let set = |condition: &str| {
-            let mut command = redis::cmd("SET");
-            command.arg(key).arg(value).arg(condition);
-            if let Some(ttl) = ttl_ms {
-                command.arg("PX").arg(ttl);
-            }
-            command
-        };
-        let result = (|| {
-            let connection = self.connection()?;
-            let query = |c: &mut redis::Connection,
-                         command: redis::Cmd|
-             -> Result<redis::Value, ClientError> {
-                command
-                    .query(c)
-                    .map_err(|e| ClientError::Connection(e.to_string()))
-            };
-            if query(connection, set("NX"))? != redis::Value::Nil {
-                return Ok(true);
-            }
-            let current = query(connection, redis::cmd("GET").arg(key).to_owned())?;
-            match current {
-                redis::Value::BulkString(bytes)
-                    if crate::workload::decode_value(&bytes).is_some() =>
-                {
-                    Ok(query(connection, set("XX"))? != redis::Value::Nil)
-                }
-                _ => Ok(false),
-            }
-        })();
-        if result.is_err() {
-            self.reset();
-        }
-        result
+        items: &[RestoreItem<'_>],
+        applied: &mut Vec<Result<Applied, ClientError>>,
+    ) {
+        crate::resp_restore::restore(self, items, applied);
+    }
+
+    fn restore_guarantee(&self) -> &'static str {
+        crate::resp_restore::guarantee(self)
     }
 }
 

@@ -7,6 +7,8 @@ pub mod client;
 pub mod error;
 pub mod history;
 pub mod report;
+mod resp_restore;
+pub mod restore;
 pub mod runner;
 pub mod workload;
 

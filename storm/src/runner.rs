@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use rand::RngExt;
 use crate::app_traffic::{AppFinish, AppTap, AppTraffic};
 use crate::client::{ClientError, MapClient, Request, Response};
 use crate::history::{Event, History, KeyId, Op, RecordBudget, Recorder, ValueId};
+use crate::restore::{self, AppWrites, RestoreSummary};
 use crate::workload::{
     KeyChooser, OpChooser, StormOp, decode_value, synthetic_key, worker_rng, write_value,
 };
@@ -31,6 +32,10 @@ use crate::{CheckOptions, check};
 const PREPARER: u32 = 0;
 /// Requests per pipelined batch while preparing and restoring.
 const PREPARE_BATCH: usize = 512;
+/// A keyspace this big is freed off the caller's thread.
+const BIG_KEYSPACE: usize = 100_000;
+/// Keys generated or indexed between looks at the stop flag.
+const STOP_EVERY: usize = 16_384;
 /// Keys asked per SCAN page.
 const SCAN_COUNT: usize = 64;
 /// How often the watcher looks at the clock and the abort conditions.
@@ -85,11 +90,19 @@ pub struct StormPlan {
 #[derive(Debug, Default)]
 pub struct StormControl {
     stop: AtomicBool,
+    /// Set by [`StormControl::interrupt`]: the check is cut short too.
+    interrupted: Arc<AtomicBool>,
     reason: Mutex<Option<StopReason>>,
+    /// Sleepers (the open-loop rate limiter) wait here, woken by a stop.
+    sleepers: Mutex<()>,
+    wake: Condvar,
     phase: AtomicU8,
     ops: AtomicU64,
     errors: AtomicU64,
     started: Mutex<Option<Instant>>,
+    /// Keys the restore has handled, and how many it has to.
+    restore_done: AtomicU64,
+    restore_total: AtomicU64,
 }
 
 /// What a watcher sees of a running storm.
@@ -112,11 +125,56 @@ impl StormControl {
         if slot.is_none() {
             *slot = Some(reason);
         }
+        drop(slot);
         self.stop.store(true, Ordering::Release);
+        // Under the sleepers' lock, so a sleeper that saw no stop is already
+        // waiting when it is woken.
+        let _sleepers = self.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
     }
 
     pub fn is_stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Stop everything that can be cut short — preparation, the workers, the
+    /// check (its unfinished keys stay unknown) — but not the restore: the
+    /// process is going away (a signal, the sidecar shutting down).
+    pub fn interrupt(&self, reason: StopReason) {
+        self.interrupted.store(true, Ordering::Release);
+        self.stop(reason);
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Acquire)
+    }
+
+    /// The flag [`StormControl::interrupt`] sets, for the checker to watch.
+    pub fn interrupted_flag(&self) -> Arc<AtomicBool> {
+        self.interrupted.clone()
+    }
+
+    /// While restoring: the keys handled so far and the keys to handle.
+    pub fn restore_progress(&self) -> (u64, u64) {
+        (
+            self.restore_done.load(Ordering::Acquire),
+            self.restore_total.load(Ordering::Acquire),
+        )
+    }
+
+    pub(crate) fn set_restore_progress(&self, done: u64, total: u64) {
+        self.restore_total.store(total, Ordering::Release);
+        self.restore_done.store(done, Ordering::Release);
+    }
+
+    /// Sleep for `duration` unless the storm stops first; `false` if it did.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let sleepers = self.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+        let (_sleepers, _) = self
+            .wake
+            .wait_timeout_while(sleepers, duration, |_| !self.is_stopping())
+            .unwrap_or_else(|e| e.into_inner());
+        !self.is_stopping()
     }
 
     pub fn live(&self) -> LiveStats {
@@ -174,11 +232,13 @@ pub enum RunError {
     History(#[from] crate::Error),
 }
 
-/// A finished storm: its report, and its history when recorded.
+/// A finished storm: its report, its history when recorded, and how each
+/// stormed key ended when it restored.
 #[derive(Debug)]
 pub struct StormOutcome {
     pub report: StormReport,
     pub history: Option<History>,
+    pub restore: Option<RestoreSummary>,
 }
 
 /// The keys a storm owns and what they held before it.
@@ -188,20 +248,32 @@ pub(crate) struct Keyspace {
     scan_pattern: Vec<u8>,
     /// For existing keys: the value and remaining TTL (ms) each had.
     pub(crate) originals: Vec<Option<(Bytes, Option<u64>)>>,
+    /// When those TTLs were read.
+    pub(crate) originals_read_at: Option<Instant>,
 }
 
 impl Keyspace {
     pub(crate) fn new(keys: Vec<Vec<u8>>, scan_pattern: Vec<u8>) -> Self {
-        let index = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.clone(), i as KeyId))
-            .collect();
+        Self::new_unless(keys, scan_pattern, &|| false)
+    }
+
+    /// The same, given up (keeping the keys indexed so far) once `stop`
+    /// says so: a big keyspace takes a while to index.
+    fn new_unless(mut keys: Vec<Vec<u8>>, scan_pattern: Vec<u8>, stop: &dyn Fn() -> bool) -> Self {
+        let mut index = HashMap::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            if i % STOP_EVERY == 0 && stop() {
+                break;
+            }
+            index.insert(key.clone(), i as KeyId);
+        }
+        keys.truncate(index.len());
         Keyspace {
             keys,
             index,
             scan_pattern,
             originals: Vec::new(),
+            originals_read_at: None,
         }
     }
 
@@ -247,6 +319,12 @@ impl<'a> AppAttachment<'a> {
             traffic,
             attached: true,
         }
+    }
+
+    /// Close the history in a consistent cut; writes are still noted.
+    fn close_history(&self) {
+        let traffic = &self.traffic;
+        self.tap.quiesce(&mut || traffic.close());
     }
 
     fn finish(mut self) -> AppFinish {
@@ -296,6 +374,7 @@ pub fn run(
     let budget = RecordBudget::new(usize::try_from(plan.check.max_ops).unwrap_or(usize::MAX));
     // Attached before preparing, so the application's writes during
     // preparation are seen (and their keys excluded).
+    let restores = plan.storm.restore && plan.storm.keys.source == KeySource::Existing;
     let app = target.app_tap().map(|tap| {
         let traffic = AppTraffic::new(
             clock,
@@ -304,11 +383,22 @@ pub fn run(
             key_pattern(&plan.storm.keys),
             budget.clone(),
         );
+        if restores {
+            // From before the originals are read: an application write
+            // racing that read must win over the original too.
+            traffic.track_writes();
+        }
         AppAttachment::attach(tap, traffic)
     });
     let mut preparer_log = Recorder::new(PREPARER, budget.clone());
     let mut client = target.connect()?;
-    let keyspace = Arc::new(prepare(plan, client.as_mut(), &mut preparer_log, &now_ns)?);
+    let keyspace = Arc::new(prepare(
+        plan,
+        client.as_mut(),
+        &mut preparer_log,
+        &now_ns,
+        control,
+    )?);
     if let Some(app) = &app {
         app.traffic.start_running(keyspace.clone());
     }
@@ -323,7 +413,6 @@ pub fn run(
     let start = Instant::now();
     *control.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
     let deadline = start + plan.duration;
-    control.set_phase(StormPhase::Running);
 
     let shared = WorkerShared {
         plan,
@@ -338,30 +427,59 @@ pub fn run(
         epoch: clock,
         clock: &now_ns,
     };
-    let results: Vec<Result<WorkerResult, ClientError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..=workers)
-            .map(|worker| {
-                let shared = &shared;
-                std::thread::Builder::new()
-                    .name(format!("storm-{worker}"))
-                    .spawn_scoped(scope, move || run_worker(shared, target, worker))
-                    .expect("spawn a storm worker")
-            })
-            .collect();
-        watch(
-            control,
-            deadline,
-            max_error_rate,
-            plan.abort.max_p99_latency.map(|d| d.0),
-            &window_slots,
-        );
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a storm worker panicked"))
-            .collect()
-    });
+    // Stopped while preparing: no worker starts (nothing was stormed).
+    let storming = !control.is_stopping();
+    let results: Vec<Result<WorkerResult, ClientError>> = if !storming {
+        Vec::new()
+    } else {
+        control.set_phase(StormPhase::Running);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..=workers)
+                .map(|worker| {
+                    let shared = &shared;
+                    std::thread::Builder::new()
+                        .name(format!("storm-{worker}"))
+                        .spawn_scoped(scope, move || run_worker(shared, target, worker))
+                        .expect("spawn a storm worker")
+                })
+                .collect();
+            watch(
+                control,
+                deadline,
+                max_error_rate,
+                plan.abort.max_p99_latency.map(|d| d.0),
+                &window_slots,
+            );
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a storm worker panicked"))
+                .collect()
+        })
+    };
     let elapsed = start.elapsed();
     let stop_reason = control.take_reason().unwrap_or(StopReason::DurationElapsed);
+    if let Some(app) = &app {
+        app.close_history();
+    }
+    let memory_after = target.memory();
+
+    // Restored before the check: the application gets its keys back as soon
+    // as the workers stop, and a long check cut short by a signal cannot
+    // delay it. Never interrupted: the restore is what a stop waits for.
+    let mut restore_summary = None;
+    if restores && storming {
+        control.set_phase(StormPhase::Restoring);
+        let writes = app.as_ref().map(|a| AppWrites {
+            tap: a.tap,
+            traffic: &a.traffic,
+        });
+        restore_summary = Some(restore::restore(
+            client.as_mut(),
+            &keyspace,
+            writes,
+            control,
+        ));
+    }
     let app = app.map(AppAttachment::finish);
 
     let mut merged = WorkerResult::empty(PREPARER, budget.clone());
@@ -385,7 +503,6 @@ pub fn run(
         control.set_phase(StormPhase::Failed);
         return Err(RunError::Connect(error));
     }
-    let memory_after = target.memory();
 
     let mut excluded = std::mem::take(&mut merged.foreign_keys);
     let mut client_latency = None;
@@ -396,12 +513,13 @@ pub fn run(
     }
 
     control.set_phase(StormPhase::Checking);
-    let (history, check_report) = if plan.check.history {
+    let (history, check_report) = if plan.check.history && !control.is_interrupted() {
         let history = History::from_recorders(keyspace.keys.clone(), start_ns, &budget, recorders)?;
         let history = without_keys(history, &excluded)?;
         let options = CheckOptions {
             per_key_budget: plan.check.timeout_per_key.0,
             threads: plan.check_threads,
+            cancel: Some(control.interrupted_flag()),
             ..CheckOptions::default()
         };
         let report = check(&history, &options);
@@ -409,12 +527,7 @@ pub fn run(
     } else {
         (None, None)
     };
-
-    let mut restored = 0;
-    if plan.storm.restore && plan.storm.keys.source == KeySource::Existing {
-        control.set_phase(StormPhase::Restoring);
-        restored = restore(client.as_mut(), &keyspace, elapsed)?;
-    }
+    let restored = restore_summary.as_ref().map_or(0, RestoreSummary::put_back);
 
     let report = build_report(
         plan,
@@ -434,7 +547,18 @@ pub fn run(
     } else {
         StormPhase::Aborted
     });
-    Ok(StormOutcome { report, history })
+    // Millions of keys take seconds to free in a slow build: not on the
+    // path of a caller that is stopping.
+    if keyspace.keys.len() >= BIG_KEYSPACE {
+        let _ = std::thread::Builder::new()
+            .name("storm-free".into())
+            .spawn(move || drop(keyspace));
+    }
+    Ok(StormOutcome {
+        report,
+        history,
+        restore: restore_summary,
+    })
 }
 
 /// Drop the events of keys whose history is incomplete (the application
@@ -476,14 +600,19 @@ fn prepare(
     client: &mut dyn MapClient,
     log: &mut Recorder,
     now_ns: &dyn Fn() -> u64,
+    control: &StormControl,
 ) -> Result<Keyspace, RunError> {
     let spec = &plan.storm.keys;
     match spec.source {
         KeySource::Synthetic => {
-            let keys: Vec<Vec<u8>> = (0..spec.count)
-                .map(|i| synthetic_key(&spec.prefix, i))
-                .collect();
-            let keyspace = Keyspace::new(keys, key_pattern(spec));
+            let mut keys = Vec::new();
+            for i in 0..spec.count {
+                if i % STOP_EVERY as u64 == 0 && control.is_stopping() {
+                    break;
+                }
+                keys.push(synthetic_key(&spec.prefix, i));
+            }
+            let keyspace = Keyspace::new_unless(keys, key_pattern(spec), &|| control.is_stopping());
             // Start from a clean slate: keys left by an earlier storm would
             // hold values this history never wrote.
             let mut rng = worker_rng(plan.seed, PREPARER);
@@ -493,6 +622,11 @@ fn prepare(
                 .collect::<Vec<_>>()
                 .chunks(PREPARE_BATCH)
             {
+                // Stopped while preloading: no worker will run, and the keys
+                // preloaded so far are the storm's own.
+                if control.is_stopping() {
+                    break;
+                }
                 values.clear();
                 let mut wanted = Vec::with_capacity(chunk.len());
                 for &i in chunk {
@@ -569,6 +703,10 @@ fn prepare(
             let mut seen = HashSet::new();
             let mut cursor = 0;
             loop {
+                if control.is_stopping() {
+                    // Nothing was written yet: an empty storm, nothing to restore.
+                    break;
+                }
                 let (next, keys) = client.scan_page(cursor, pattern.as_bytes(), 1000)?;
                 for key in keys {
                     if (found.len() as u64) < spec.count && seen.insert(key.clone()) {
@@ -580,9 +718,14 @@ fn prepare(
                     break;
                 }
             }
+            // Before the TTLs are read, so the ones put back are never longer.
+            let read_at = Instant::now();
             let mut originals = Vec::with_capacity(found.len());
             let mut responses = Vec::new();
             for chunk in found.chunks(PREPARE_BATCH / 2) {
+                if control.is_stopping() {
+                    break;
+                }
                 let requests: Vec<Request<'_>> = chunk
                     .iter()
                     .flat_map(|k| [Request::Get(k), Request::Pttl(k)])
@@ -603,11 +746,12 @@ fn prepare(
                 .zip(originals)
                 .filter(|(_, o)| o.is_some())
                 .unzip();
-            if keys.is_empty() {
+            if keys.is_empty() && !control.is_stopping() {
                 return Err(RunError::NoKeys { pattern });
             }
             let mut keyspace = Keyspace::new(keys, pattern.into_bytes());
             keyspace.originals = originals;
+            keyspace.originals_read_at = Some(read_at);
             // The values were there before the storm: record them as writes
             // that completed before it started.
             let ret = now_ns();
@@ -740,7 +884,10 @@ fn run_worker(
     while !shared.control.is_stopping() {
         let mut started = Instant::now();
         if interval.is_some() && intended > started {
-            std::thread::sleep(intended - started);
+            // Woken by a stop: at a low rate one interval can be many seconds.
+            if !shared.control.sleep(intended - started) {
+                break;
+            }
             started = Instant::now();
         }
         let scheduled = if interval.is_some() {
@@ -1000,7 +1147,9 @@ fn watch(
             control.stop(StopReason::DurationElapsed);
             return;
         }
-        std::thread::sleep(WATCH_INTERVAL.min(deadline - now));
+        if !control.sleep(WATCH_INTERVAL.min(deadline - now)) {
+            return;
+        }
         let live = control.live();
         if let Some(limit) = max_error_rate
             && live.ops >= MIN_OPS_FOR_ERROR_RATE
@@ -1034,33 +1183,6 @@ fn watch(
             }
         }
     }
-}
-
-/// Put back the existing keys the storm deleted or overwrote, with the TTL
-/// they had left, unless the application has written them since.
-fn restore(
-    client: &mut dyn MapClient,
-    keyspace: &Keyspace,
-    elapsed: Duration,
-) -> Result<u64, RunError> {
-    let mut restored = 0;
-    for (key, original) in keyspace.keys.iter().zip(&keyspace.originals) {
-        let Some((value, ttl)) = original else {
-            continue;
-        };
-        let ttl = match ttl {
-            Some(ms) => match ms.checked_sub(elapsed.as_millis() as u64) {
-                Some(left) if left > 0 => Some(left),
-                // It would have expired by now anyway.
-                _ => continue,
-            },
-            None => None,
-        };
-        if client.restore(key, value, ttl)? {
-            restored += 1;
-        }
-    }
-    Ok(restored)
 }
 
 fn summary(histogram: &Histogram<u64>) -> LatencySummary {

@@ -17,6 +17,8 @@ pub struct Service {
     pub child: Child,
     /// The log line it announced itself with.
     pub announced: Value,
+    /// Every log line so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Service {
@@ -33,9 +35,12 @@ impl Service {
             .expect("start mapchaos");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 if !sent
                     && let Ok(event) = serde_json::from_str::<Value>(&line)
                     && event["message"] == announcement
@@ -48,7 +53,11 @@ impl Service {
         let announced = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("mapchaos {args:?} logs {announcement:?} within 20 s"));
-        Service { child, announced }
+        Service {
+            child,
+            announced,
+            log,
+        }
     }
 
     /// The port of the address the announcement names under `field`.
@@ -66,6 +75,17 @@ impl Service {
         let status = wait_with_timeout(&mut self.child, Duration::from_secs(20));
         std::mem::forget(self);
         status
+    }
+
+    /// The JSON log lines whose message is `message`, so far.
+    pub fn events(&self, message: &str) -> Vec<Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["message"] == message)
+            .collect()
     }
 }
 
@@ -161,4 +181,61 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("its address")
         .port()
+}
+
+/// A throwaway `redis-server` on a free port, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is installed (Debian's redis-server; scripts/test.sh installs it)",
+            );
+        // Owned at once, so it is killed and reaped however this ends.
+        let server = RedisServer { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send `signal` (`TERM`, `INT`, `HUP`) to `child`.
+pub fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
 }

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 
 use super::{
     Clock, ExpireCondition, Footprint, IncrError, Keyspace, MapEngine, MemoryReport, Millis,
-    Pattern, ScanPage, SetExpiry, SetOptions, SetOutcome, Ttl, Watcher,
+    Pattern, RestoreWrite, ScanPage, SetExpiry, SetOptions, SetOutcome, Ttl, Watcher,
 };
 
 /// Reads see the map as it was at the last refresh.
@@ -214,11 +214,10 @@ impl MapEngine for LaggingEngine {
     fn restore(
         &self,
         key: Bytes,
-        value: Bytes,
-        expiry: SetExpiry,
+        wanted: Option<(Bytes, SetExpiry)>,
         replaceable: &dyn Fn(&[u8]) -> bool,
-    ) -> bool {
-        self.inner.restore(key, value, expiry, replaceable)
+    ) -> RestoreWrite {
+        self.inner.restore(key, wanted, replaceable)
     }
 
     fn expired_total(&self) -> u64 {

@@ -50,6 +50,17 @@ pub enum SetExpiry {
     At(Millis),
 }
 
+/// What [`MapEngine::restore`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreWrite {
+    /// The key now holds what was wanted.
+    Written,
+    /// It held it already (the same bytes, or absent for nothing).
+    AlreadyThere,
+    /// It holds a value `replaceable` refused: left alone.
+    Kept,
+}
+
 /// The options of one `SET`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SetOptions {
@@ -223,17 +234,17 @@ pub trait MapEngine: Send + Sync + 'static {
     fn expire_cycle(&self, budget: usize) -> usize;
     /// Keys removed because they expired (lazily or actively), for `INFO`.
     fn expired_total(&self) -> u64;
-    /// Put `value` back at `key` after a storm, atomically: only when the key
-    /// is absent or `replaceable` accepts the value it holds now (a value a
-    /// storm wrote), so an application's newer write is never overwritten.
-    /// An expiry already past writes nothing. `true` when written.
+    /// Make `key` hold `wanted` (a value and its expiry, or nothing) after a
+    /// storm, atomically: only when the key is absent or `replaceable`
+    /// accepts the value it holds now (a value a storm wrote), so a write by
+    /// anyone else is never overwritten. An expiry already past writes
+    /// nothing (and counts as done for `None`).
     fn restore(
         &self,
         key: Bytes,
-        value: Bytes,
-        expiry: SetExpiry,
+        wanted: Option<(Bytes, SetExpiry)>,
         replaceable: &dyn Fn(&[u8]) -> bool,
-    ) -> bool;
+    ) -> RestoreWrite;
     /// Give memory back when most of what the engine holds is dead space;
     /// returns the bytes released from the engine's own structures.
     fn compact(&self) -> u64;

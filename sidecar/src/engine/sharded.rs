@@ -32,8 +32,8 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
     Clock, DeleteSink, ExpireCondition, Footprint, IncrError, KeyExpiry, Keyspace, MapEngine,
-    MemoryReport, Millis, Pattern, Removal, ScanPage, SetCondition, SetExpiry, SetOptions,
-    SetOutcome, Ttl, Watcher,
+    MemoryReport, Millis, Pattern, Removal, RestoreWrite, ScanPage, SetCondition, SetExpiry,
+    SetOptions, SetOutcome, Ttl, Watcher,
 };
 use held::Held;
 use watch::Watches;
@@ -897,26 +897,43 @@ impl MapEngine for ShardedEngine {
     fn restore(
         &self,
         key: Bytes,
-        value: Bytes,
-        expiry: SetExpiry,
+        wanted: Option<(Bytes, SetExpiry)>,
         replaceable: &dyn Fn(&[u8]) -> bool,
-    ) -> bool {
+    ) -> RestoreWrite {
         let slot = self.locate(&key);
         let mut shard = self.shards[slot.shard].write();
         let now = self.clock.now();
         shard.reap(slot.h, &key, now);
         let current = shard.find(slot.h, &key);
-        if current.is_some_and(|entry| !replaceable(&entry.value)) {
-            return false;
+        let Some((value, expiry)) = wanted else {
+            return match current {
+                None => RestoreWrite::AlreadyThere,
+                Some(entry) if !replaceable(&entry.value) => RestoreWrite::Kept,
+                Some(_) => {
+                    shard.remove(slot.h, &key);
+                    RestoreWrite::Written
+                }
+            };
+        };
+        match current {
+            Some(entry) if *entry.value == *value => return RestoreWrite::AlreadyThere,
+            Some(entry) if !replaceable(&entry.value) => return RestoreWrite::Kept,
+            _ => {}
         }
         let deadline = match expiry {
             SetExpiry::Persist => None,
             SetExpiry::Keep => current.and_then(|entry| entry.deadline),
-            SetExpiry::At(deadline) if deadline <= now => return false,
+            SetExpiry::At(deadline) if deadline <= now => {
+                // Already past: the key ends absent, as it would have.
+                if current.is_some() {
+                    shard.remove(slot.h, &key);
+                }
+                return RestoreWrite::Written;
+            }
             SetExpiry::At(deadline) => NonZeroU64::new(deadline),
         };
         shard.put(slot.h, &key, &value, deadline);
-        true
+        RestoreWrite::Written
     }
 
     fn expired_total(&self) -> u64 {

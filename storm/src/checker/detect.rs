@@ -185,6 +185,11 @@ pub(crate) fn detect(key: KeyId, ops: &[KeyOp]) -> Vec<Finding> {
     let index = Index::build(ops);
     let mut findings: Vec<Finding> = Vec::new();
     for i in 0..ops.len() {
+        // A cancelled check stops here too: what was found stands, and the
+        // search that follows gives up at once (the key is unknown).
+        if i % 32 == 0 && super::search::cancelled() {
+            break;
+        }
         if ops[i].is_info() {
             continue;
         }

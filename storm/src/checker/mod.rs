@@ -10,8 +10,8 @@ mod search;
 mod witness;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,9 @@ pub struct CheckOptions {
     pub threads: usize,
     /// How many witnesses the report keeps.
     pub max_witnesses: usize,
+    /// When set, the check stops soon after (a signal, a shutdown): the keys
+    /// not decided by then are `unknown`, never `ok`.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for CheckOptions {
@@ -37,6 +40,7 @@ impl Default for CheckOptions {
             per_key_budget: Duration::from_secs(10),
             threads: thread::available_parallelism().map_or(1, |n| n.get()),
             max_witnesses: 10,
+            cancel: None,
         }
     }
 }
@@ -103,6 +107,10 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         .iter()
         .any(|e| matches!(e.op, Op::Scan { .. }) && !e.is_info());
     let outcomes = check_keys(&by_key, options, needs_intervals);
+    let cancelled = options
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Acquire));
 
     let mut exposures: BTreeMap<ExposureKind, u64> =
         ExposureKind::ALL.iter().map(|&k| (k, 0)).collect();
@@ -120,19 +128,29 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         verdicts[key] = Some(outcome.verdict);
         findings.extend(outcome.findings.iter().cloned());
     }
-    *exposures.entry(ExposureKind::DelScan).or_default() += exposure::del_scan_pairs(history);
-
-    // A key without operations is absent throughout, which binds SCANs too.
-    let untouched = scan::KeyIntervals::of(&[]);
-    let intervals: Vec<&scan::KeyIntervals> = outcomes
-        .iter()
-        .map(|o| o.as_ref().map_or(&untouched, |o| &o.intervals))
-        .collect();
-    let scans = scan::judge_scans(history, &intervals);
-    for finding in &scans.findings {
-        verdicts[finding.key as usize] = Some(KeyVerdict::Illegal);
+    // Keys the check was cancelled before reaching are unknown.
+    for (key, ops) in by_key.iter().enumerate() {
+        if verdicts[key].is_none() && !ops.is_empty() {
+            verdicts[key] = Some(KeyVerdict::Unknown);
+        }
     }
-    findings.extend(scans.findings);
+    let mut scan_duplicates = 0;
+    if !cancelled {
+        *exposures.entry(ExposureKind::DelScan).or_default() += exposure::del_scan_pairs(history);
+        // A key without operations is absent throughout, which binds SCANs too.
+        let untouched = scan::KeyIntervals::of(&[]);
+        let intervals: Vec<&scan::KeyIntervals> = outcomes
+            .iter()
+            .map(|o| o.as_ref().map_or(&untouched, |o| &o.intervals))
+            .collect();
+        // Cancelled, the SCANs are not judged: unchecked keys have no intervals.
+        let scans = scan::judge_scans(history, &intervals);
+        for finding in &scans.findings {
+            verdicts[finding.key as usize] = Some(KeyVerdict::Illegal);
+        }
+        findings.extend(scans.findings);
+        scan_duplicates = scans.duplicates;
+    }
     // Keys first, then kinds, so the witnesses kept are the same on every run.
     findings.sort_by_key(|f| (f.key, f.kind));
     for finding in &findings {
@@ -161,7 +179,7 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         keys,
         ops_checked: history.events().len() as u64,
         truncated: history.is_truncated(),
-        scan_duplicates: scans.duplicates,
+        scan_duplicates,
         verdict,
     }
 }
@@ -213,8 +231,12 @@ fn check_keys(
     thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
+                search::watch_cancel(options.cancel.clone());
                 let mut local = Vec::new();
                 loop {
+                    if search::cancelled() {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&key) = order.get(i) else { break };
                     let outcome = check_key(
@@ -246,7 +268,20 @@ fn check_key(key: KeyId, ops: &[KeyOp], budget: Duration, needs_intervals: bool)
     } else {
         scan::KeyIntervals::default()
     };
+    // A cancelled check leaves the key unknown before each costly step.
+    let unknown = |exposure, intervals| KeyOutcome {
+        verdict: KeyVerdict::Unknown,
+        exposure,
+        findings: Vec::new(),
+        intervals,
+    };
+    if search::cancelled() {
+        return unknown(exposure, intervals);
+    }
     let mut findings = detect::detect(key, ops);
+    if findings.is_empty() && search::cancelled() {
+        return unknown(exposure, intervals);
+    }
     let verdict = if !findings.is_empty() {
         KeyVerdict::Illegal
     } else {

@@ -13,6 +13,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::{Action, KeyOp};
@@ -49,6 +51,25 @@ pub(crate) enum Outcome {
         prefix: Vec<usize>,
     },
     OutOfBudget,
+}
+
+thread_local! {
+    /// The check's cancel flag, for the searches on this thread.
+    static CANCEL: std::cell::RefCell<Option<Arc<AtomicBool>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The searches on this thread give up (out of budget) once `cancel` is set.
+pub(crate) fn watch_cancel(cancel: Option<Arc<AtomicBool>>) {
+    CANCEL.with(|slot| *slot.borrow_mut() = cancel);
+}
+
+/// Whether this thread's check was cancelled.
+pub(crate) fn cancelled() -> bool {
+    CANCEL.with(|slot| {
+        slot.borrow()
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    })
 }
 
 /// Decides one key. A fast pass memoises 64-bit hashes of the linearized
@@ -239,6 +260,8 @@ fn zobrist(op: usize) -> u64 {
 const NIL: u32 = u32::MAX;
 /// How many steps run between two looks at the clock.
 const CLOCK_EVERY: u64 = 1 << 10;
+/// Steps between looks at the check's cancel flag (one relaxed load).
+const CANCEL_EVERY: u64 = 1 << 6;
 
 /// The doubly linked list of call and return entries: entry `2i` is op
 /// `i`'s call, `2i + 1` its return; the head sentinel is entry `2n`.
@@ -345,7 +368,9 @@ fn run(ops: &[KeyOp], deadline: Instant, visited: &mut impl Visited) -> Outcome 
     let mut steps = 0u64;
     while done < completed {
         steps += 1;
-        if steps.is_multiple_of(CLOCK_EVERY) && (Instant::now() >= deadline || visited.exhausted())
+        if (steps.is_multiple_of(CLOCK_EVERY)
+            && (Instant::now() >= deadline || visited.exhausted()))
+            || (steps.is_multiple_of(CANCEL_EVERY) && cancelled())
         {
             return Outcome::OutOfBudget;
         }

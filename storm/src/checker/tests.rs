@@ -60,6 +60,7 @@ fn options() -> CheckOptions {
         per_key_budget: Duration::from_secs(30),
         threads: 2,
         max_witnesses: 10,
+        cancel: None,
     }
 }
 
