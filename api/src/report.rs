@@ -136,16 +136,38 @@ pub struct KeyVerdictCounts {
     pub unknown: u64,
 }
 
-/// The overall verdict of a check.
+/// The overall verdict of a check or a storm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Verdict {
     /// Every key was proven ok and the storm really raced (some exposure).
     Pass,
     /// At least one anomaly was found.
     Fail,
-    /// No anomaly was found, but some key is unknown or the storm had no
-    /// exposure at all, so nothing was proven.
+    /// No anomaly was found, but nothing was proven either: some key is
+    /// unknown, no operation with a known outcome overlapped another, or too
+    /// many operations failed (over `abort.maxErrorRate`).
     Inconclusive,
+    /// An abort condition (`spec.abort`) stopped the storm before its
+    /// duration, and no anomaly was found in what ran: never a pass.
+    Aborted,
+}
+
+impl Verdict {
+    /// The word reports print and CI greps for.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+            Verdict::Aborted => "ABORTED",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
 }
 
 /// The operation of a witness entry.
@@ -276,9 +298,12 @@ impl fmt::Display for Witness {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckReport {
-    /// Pairs of truly concurrent operations on one key, by kind (every kind listed).
+    /// Pairs of truly concurrent operations on one key, by kind (every kind
+    /// listed). Only operations whose outcome is known count: one that
+    /// errored or timed out explains anything and proves nothing.
     pub exposures: BTreeMap<ExposureKind, u64>,
-    /// The largest number of operations that overlapped on one key.
+    /// The largest number of operations with a known outcome that overlapped
+    /// on one key.
     pub max_overlap: u64,
     /// Keys on which each anomaly kind was found, by kind (every kind listed);
     /// a key with several anomalies of one kind counts once for it.
@@ -289,6 +314,10 @@ pub struct CheckReport {
     pub keys: KeyVerdictCounts,
     /// How many recorded operations the check covered.
     pub ops_checked: u64,
+    /// How many of them have a known outcome (a reply was recorded); the
+    /// rest errored or timed out.
+    #[serde(default)]
+    pub ops_known: u64,
     /// Whether recording stopped at its bound, so only a prefix of the storm was checked.
     pub truncated: bool,
     /// Keys a SCAN returned more than once (allowed by Redis; for information).
@@ -297,26 +326,71 @@ pub struct CheckReport {
     pub verdict: Verdict,
 }
 
+/// Why a check proved nothing, or `None` when it proved something (a pass
+/// or a failure).
+fn unproven(
+    exposures: &BTreeMap<ExposureKind, u64>,
+    keys: &KeyVerdictCounts,
+    ops_known: u64,
+) -> Option<String> {
+    if ops_known == 0 {
+        Some(
+            "no operation has a known outcome (every one errored or timed out), so nothing was \
+             proven."
+                .into(),
+        )
+    } else if keys.ok + keys.illegal + keys.unknown == 0 {
+        Some("no key was checked, so nothing was proven.".into())
+    } else if keys.unknown > 0 {
+        Some(format!(
+            "no anomaly found, but {} keys ran out of search budget (raise check.timeoutPerKey).",
+            keys.unknown
+        ))
+    } else if exposures.values().all(|&n| n == 0) {
+        Some(
+            "no operations with a known outcome overlapped, so nothing was proven (more \
+             workers, fewer keys, or a hotter distribution)."
+                .into(),
+        )
+    } else {
+        None
+    }
+}
+
 impl CheckReport {
-    /// The verdict that follows from the counts: any anomaly fails; otherwise
-    /// an unknown key or a storm without any exposure proves nothing.
+    /// The verdict that follows from the counts: any anomaly fails;
+    /// otherwise no operation of known outcome, no checked key, an unknown
+    /// key or no exposure at all proves nothing.
     pub fn verdict_from(
         exposures: &BTreeMap<ExposureKind, u64>,
         anomalies: &BTreeMap<AnomalyKind, u64>,
         keys: &KeyVerdictCounts,
+        ops_known: u64,
     ) -> Verdict {
         if anomalies.values().any(|&n| n > 0) {
             Verdict::Fail
-        } else if keys.unknown > 0 || exposures.values().all(|&n| n == 0) {
+        } else if unproven(exposures, keys, ops_known).is_some() {
             Verdict::Inconclusive
         } else {
             Verdict::Pass
         }
     }
 
-    /// Total anomalies over all kinds.
+    /// Why this check proved nothing (one sentence), or `None` when it
+    /// proved something; anomalies aside, this is what keeps it from a pass.
+    pub fn unproven_reason(&self) -> Option<String> {
+        unproven(&self.exposures, &self.keys, self.ops_known)
+    }
+
+    /// Keys with at least one anomaly, whatever their kinds: a key with a
+    /// stale read and a lost delete counts once (the per-kind counts in
+    /// `anomalies` count it under each).
     pub fn total_anomalies(&self) -> u64 {
-        self.anomalies.values().sum()
+        // `keys.illegal` is exactly those keys; no kind can have more keys
+        // than that, so the larger of the two survives a report whose key
+        // counts were left out.
+        let widest_kind = self.anomalies.values().copied().max().unwrap_or(0);
+        self.keys.illegal.max(widest_kind)
     }
 
     /// Total exposures over all kinds.
@@ -355,11 +429,12 @@ mod tests {
             unknown: 0,
         };
         let none = counts(&AnomalyKind::ALL, None);
-        let verdict = CheckReport::verdict_from(&counts(&ExposureKind::ALL, None), &none, &keys);
+        let verdict =
+            CheckReport::verdict_from(&counts(&ExposureKind::ALL, None), &none, &keys, 40);
         assert_eq!(verdict, Verdict::Inconclusive);
         let raced = counts(&ExposureKind::ALL, Some(ExposureKind::DelGet));
         assert_eq!(
-            CheckReport::verdict_from(&raced, &none, &keys),
+            CheckReport::verdict_from(&raced, &none, &keys, 40),
             Verdict::Pass
         );
     }
@@ -374,13 +449,89 @@ mod tests {
             unknown: 1,
         };
         assert_eq!(
-            CheckReport::verdict_from(&raced, &none, &unknown),
+            CheckReport::verdict_from(&raced, &none, &unknown, 40),
             Verdict::Inconclusive
         );
         let one = counts(&AnomalyKind::ALL, Some(AnomalyKind::StaleRead));
         assert_eq!(
-            CheckReport::verdict_from(&raced, &one, &unknown),
+            CheckReport::verdict_from(&raced, &one, &unknown, 40),
             Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn no_known_outcome_or_no_checked_key_is_never_a_pass() {
+        // Counts that would pass, but proven on nothing.
+        let raced = counts(&ExposureKind::ALL, Some(ExposureKind::SetSet));
+        let none = counts(&AnomalyKind::ALL, None);
+        let some_keys = KeyVerdictCounts {
+            ok: 4,
+            illegal: 0,
+            unknown: 0,
+        };
+        assert_eq!(
+            CheckReport::verdict_from(&raced, &none, &some_keys, 0),
+            Verdict::Inconclusive
+        );
+        let reason = unproven(&raced, &some_keys, 0).unwrap();
+        assert!(
+            reason.contains("no operation has a known outcome"),
+            "{reason}"
+        );
+        let no_keys = KeyVerdictCounts::default();
+        assert_eq!(
+            CheckReport::verdict_from(&raced, &none, &no_keys, 12),
+            Verdict::Inconclusive
+        );
+        let reason = unproven(&raced, &no_keys, 12).unwrap();
+        assert!(reason.contains("no key was checked"), "{reason}");
+        assert_eq!(unproven(&raced, &some_keys, 12), None);
+    }
+
+    #[test]
+    fn the_anomaly_total_counts_keys_not_key_kind_pairs() {
+        let mut report = CheckReport {
+            exposures: counts(&ExposureKind::ALL, Some(ExposureKind::DelGet)),
+            max_overlap: 2,
+            anomalies: AnomalyKind::ALL.iter().map(|&k| (k, 0)).collect(),
+            witnesses: Vec::new(),
+            keys: KeyVerdictCounts {
+                ok: 7,
+                illegal: 2,
+                unknown: 0,
+            },
+            ops_checked: 90,
+            ops_known: 90,
+            truncated: false,
+            scan_duplicates: 0,
+            verdict: Verdict::Fail,
+        };
+        // Key a: stale read and lost delete; key b: stale read only.
+        report.anomalies.insert(AnomalyKind::StaleRead, 2);
+        report.anomalies.insert(AnomalyKind::LostDelete, 1);
+        assert_eq!(report.total_anomalies(), 2);
+        // One key with three kinds is one anomalous key.
+        report.keys.illegal = 1;
+        report.anomalies.insert(AnomalyKind::StaleRead, 1);
+        report.anomalies.insert(AnomalyKind::Resurrection, 1);
+        assert_eq!(report.total_anomalies(), 1);
+    }
+
+    #[test]
+    fn verdict_words_are_the_ones_reports_print() {
+        let words: Vec<&str> = [
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Inconclusive,
+            Verdict::Aborted,
+        ]
+        .iter()
+        .map(|v| v.word())
+        .collect();
+        assert_eq!(words, ["PASS", "FAIL", "INCONCLUSIVE", "ABORTED"]);
+        assert_eq!(
+            serde_json::to_string(&Verdict::Aborted).unwrap(),
+            "\"Aborted\""
         );
     }
 

@@ -194,7 +194,8 @@ pub struct TargetStatus {
     /// Truly concurrent operation pairs the checker found.
     #[serde(default)]
     pub exposures: u64,
-    /// Anomalies the checker proved.
+    /// Keys on which the checker proved an anomaly (a key with several
+    /// kinds counts once; `anomalyKinds` counts it under each).
     #[serde(default)]
     pub anomalies: u64,
     /// The exposures by kind (kinds with none left out).
@@ -254,7 +255,8 @@ pub struct Summary {
     pub anomalies: BTreeMap<String, u64>,
     /// All exposures.
     pub total_exposures: u64,
-    /// All anomalies.
+    /// Keys with anomalies, over every target (a key with several kinds
+    /// counts once; `anomalies` counts it under each kind).
     pub total_anomalies: u64,
     /// Storm latency over the final reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,8 +264,9 @@ pub struct Summary {
     /// The worst p99 as a Go duration, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99: Option<String>,
-    /// Fail if any target failed the check, Pass if every finished target
-    /// passed, Inconclusive otherwise; absent until the run ends.
+    /// Fail if any target failed the check, Aborted if an abort condition
+    /// stopped any target's storm, Pass if every finished target passed,
+    /// Inconclusive otherwise; absent until the run ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
 }
@@ -284,7 +287,7 @@ pub struct RunRecord {
     pub phase: ExperimentPhase,
     /// Targets stormed.
     pub targets: u32,
-    /// Anomalies found.
+    /// Keys with anomalies found.
     pub anomalies: u64,
     /// Its verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]

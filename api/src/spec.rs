@@ -490,10 +490,27 @@ pub struct AbortSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_anomalies: Option<u64>,
     /// Stop when the share of failed operations exceeds this, as a decimal
-    /// string between 0 and 1 (e.g. "0.05").
+    /// string between 0 and 1 (e.g. "0.05"); "0.05" when unset, even without
+    /// `spec.abort`, and "1" never stops. A storm over it is never a pass:
+    /// failed operations prove nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_error_rate: Option<String>,
     /// Stop when the p99 latency of the last second exceeds this duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p99_latency: Option<GoDuration>,
+}
+
+/// The `abort.maxErrorRate` a storm runs with when the spec gives none.
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
+
+impl AbortSpec {
+    /// The share of failed operations over which the storm stops and cannot
+    /// pass: `maxErrorRate`, or [`DEFAULT_MAX_ERROR_RATE`] when it is unset
+    /// (or, in a spec that skipped validation, unreadable).
+    pub fn error_rate_limit(&self) -> f64 {
+        self.max_error_rate
+            .as_deref()
+            .and_then(crate::validate::parse_fraction)
+            .unwrap_or(DEFAULT_MAX_ERROR_RATE)
+    }
 }

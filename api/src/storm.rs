@@ -170,9 +170,14 @@ pub struct StormReport {
     /// with it, the keys its doc comment lists.
     #[serde(default)]
     pub keys_excluded: u64,
-    /// Pass: checked, raced, no anomaly. Fail: anomalies. Inconclusive:
-    /// nothing proven (no history, no exposure, or unknown keys).
+    /// Pass: checked, raced, no anomaly. Fail: anomalies. Aborted: an abort
+    /// condition stopped the storm. Inconclusive: nothing proven (no
+    /// history, no operation of known outcome, no exposure, unknown keys, or
+    /// an error rate over `abort.maxErrorRate`).
     pub verdict: Verdict,
+    /// One sentence on why the verdict is what it is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verdict_reason: String,
 }
 
 /// What `GET /v1/storms/{id}` answers.

@@ -63,10 +63,8 @@ pub fn run(args: CheckArgs) -> Exit {
             );
             print!("{}", mapchaos_storm::report::render_check(&report));
             println!();
-            println!(
-                "{}",
-                mapchaos_storm::report::verdict_line(report.verdict, Some(&report))
-            );
+            let (verdict, reason) = mapchaos_storm::verdict::check_verdict(&report);
+            println!("{}", mapchaos_storm::report::verdict_line(verdict, &reason));
         }
         OutputFormat::Json => match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),

@@ -1,6 +1,7 @@
 //! Exit statuses, the same for every subcommand that judges a storm: 0 pass,
-//! 1 anomalies, 2 bad input, 3 inconclusive, 4 could not run; a run stopped
-//! by a signal exits 128 + its number, or 6 when forced out by a third.
+//! 1 anomalies, 2 bad input, 3 inconclusive, 4 could not run, 5 aborted by
+//! an abort condition; a run stopped by a signal exits 128 + its number, or 6
+//! when forced out by a third.
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ impl Exit {
     pub const BAD_INPUT: u8 = 2;
     pub const INCONCLUSIVE: u8 = 3;
     pub const CANNOT_RUN: u8 = 4;
+    pub const ABORTED: u8 = 5;
     /// A third signal ended the run at once, its restore unfinished.
     pub const FORCED: u8 = 6;
 
@@ -61,9 +63,30 @@ pub fn exit_for_verdict(verdict: Verdict) -> Exit {
         Verdict::Pass => Exit::PASS,
         Verdict::Fail => Exit::ANOMALIES,
         Verdict::Inconclusive => Exit::INCONCLUSIVE,
+        Verdict::Aborted => Exit::ABORTED,
     };
     Exit {
         code,
         message: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_verdict_has_its_own_status_and_only_pass_is_zero() {
+        let codes: Vec<u8> = [
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Inconclusive,
+            Verdict::Aborted,
+        ]
+        .into_iter()
+        .map(|v| exit_for_verdict(v).code)
+        .collect();
+        assert_eq!(codes, [0, 1, 3, 5]);
+        assert!(!codes.contains(&Exit::BAD_INPUT) && !codes.contains(&Exit::CANNOT_RUN));
     }
 }

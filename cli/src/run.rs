@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mapchaos_api::GoDuration;
 use mapchaos_api::spec::KeySource;
 use mapchaos_api::storm::{StopReason, StormPhase};
-use mapchaos_api::{GoDuration, Verdict};
 use mapchaos_sidecar::config::EngineKind;
 use mapchaos_sidecar::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
 use mapchaos_sidecar::metrics::SidecarMetrics;
@@ -18,6 +18,7 @@ use mapchaos_sidecar::storm_target::{EngineTarget, WithMetrics};
 use mapchaos_storm::client::RespTarget;
 use mapchaos_storm::restore::RestoreOutcome;
 use mapchaos_storm::runner::{self, StormControl, StormPlan, StormTarget};
+use mapchaos_storm::verdict::Judging;
 
 use crate::exit::{Exit, exit_for_verdict};
 use crate::manifest;
@@ -34,9 +35,11 @@ pub enum OutputFormat {
 /// `mapchaos run FILE`: storm locally and print the report.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit status: 0 pass, 1 anomalies found, 2 bad input, \
-3 inconclusive (nothing proven: no overlapping operations, or keys the search \
-could not finish), 4 the storm could not run (or its restore could not reach \
-every key).\n\n\
+3 inconclusive (nothing proven: no overlapping operations of known outcome, \
+keys the search could not finish, or more failed operations than \
+abort.maxErrorRate, 5% by default), 4 the storm could not run (or its restore \
+could not reach every key), 5 aborted (an abort condition stopped the storm: \
+never a pass). The report's last line gives the verdict word and why.\n\n\
 Signals: SIGINT, SIGTERM or SIGHUP stops whatever phase runs within a second \
 (preparing, storming, checking: the check's unfinished keys count as unknown), \
 restores what the storm took (with spec.storm.restore), prints the partial \
@@ -243,8 +246,12 @@ pub fn run(args: RunArgs) -> Exit {
     }
     let others_may_write =
         args.target.is_some() && spec.storm.keys.source == KeySource::Existing && !args.exclusive;
-    if others_may_write && outcome.report.verdict == Verdict::Fail {
-        outcome.report.verdict = Verdict::Inconclusive;
+    if others_may_write {
+        let judging = Judging {
+            max_error_rate: plan.abort.error_rate_limit(),
+            open_world: true,
+        };
+        mapchaos_storm::verdict::apply(&mut outcome.report, &judging);
     }
     metrics.record_report(&outcome.report);
     if let (Some(path), Some(history)) = (&args.history, &outcome.history) {

@@ -34,7 +34,8 @@ pub struct Metrics {
     pub experiments: IntGaugeVec,
     /// `mapchaos_targets{state}`: the current runs' targets by phase.
     pub targets: IntGaugeVec,
-    /// `mapchaos_experiment_anomalies{namespace,name}`: the current run's.
+    /// `mapchaos_experiment_anomalies{namespace,name}`: the current run's keys
+    /// with anomalies.
     pub experiment_anomalies: IntGaugeVec,
 }
 
@@ -84,7 +85,7 @@ impl Metrics {
         let experiment_anomalies = IntGaugeVec::new(
             Opts::new(
                 "mapchaos_experiment_anomalies",
-                "Anomalies the checker proved in an experiment's current run.",
+                "Keys with anomalies the checker proved in an experiment's current run (a key with several kinds counts once).",
             ),
             &["namespace", "name"],
         )

@@ -29,7 +29,9 @@ use mapchaos_api::resource::{
 };
 use mapchaos_api::schedule::Schedule;
 use mapchaos_api::spec::ConcurrencyPolicy;
-use mapchaos_api::storm::{DEFAULT_LEASE, StormPhase, StormRequest, StormStatus};
+use mapchaos_api::storm::{
+    DEFAULT_LEASE, StopReason, StormPhase, StormReport, StormRequest, StormStatus,
+};
 use mapchaos_api::{GoDuration, MapChaos, Verdict};
 
 use crate::choice::{choose, run_seed, seed_from_uid, storm_id, target_count};
@@ -1068,7 +1070,7 @@ impl Planner<'_> {
             kind,
             reason::RUN_FINISHED,
             format!(
-                "run {run} {phase:?}: {} ops, {} exposures, {} anomalies, verdict {}",
+                "run {run} {phase:?}: {} ops, {} exposures, {} keys with anomalies, verdict {}",
                 summary.ops,
                 summary.total_exposures,
                 summary.total_anomalies,
@@ -1211,7 +1213,7 @@ fn apply_observation(
             if let Some(report) = &storm.report {
                 target.ops = report.ops;
                 target.errors = report.errors;
-                target.verdict = Some(report.verdict);
+                target.verdict = Some(storm_verdict(report));
                 target.latency = Some(LatencyMicros {
                     p50: report.latency.p50_micros,
                     p99: report.latency.p99_micros,
@@ -1278,6 +1280,17 @@ pub fn storm_settled(storm: &StormStatus) -> bool {
     }
 }
 
+/// A storm's verdict as the status shows it. A storm an abort condition
+/// stopped is never a pass, even as an older sidecar (one that judged only
+/// its check) reports it; anomalies still fail it.
+fn storm_verdict(report: &StormReport) -> Verdict {
+    match (&report.stop_reason, report.verdict) {
+        (_, Verdict::Fail) => Verdict::Fail,
+        (StopReason::AbortCondition(_), _) => Verdict::Aborted,
+        (_, verdict) => verdict,
+    }
+}
+
 fn nonzero<'k>(counts: impl Iterator<Item = (&'k str, u64)>) -> BTreeMap<String, u64> {
     counts
         .filter(|(_, n)| *n > 0)
@@ -1309,7 +1322,7 @@ fn transition_event(target: &TargetStatus, before: TargetPhase) -> Option<Event>
             },
             reason::STORM_COMPLETED,
             format!(
-                "{pod}: {} ops, {} exposures, {} anomalies, verdict {}",
+                "{pod}: {} ops, {} exposures, {} keys with anomalies, verdict {}",
                 target.ops,
                 target.exposures,
                 target.anomalies,
@@ -1405,6 +1418,8 @@ pub fn summarise(targets: &[TargetStatus]) -> Summary {
         Some(Verdict::Fail)
     } else if !all_final || targets.iter().all(|t| t.phase == TargetPhase::DryRun) {
         None
+    } else if verdicts.contains(&Verdict::Aborted) {
+        Some(Verdict::Aborted)
     } else if !verdicts.is_empty() && verdicts.iter().all(|v| *v == Verdict::Pass) {
         Some(Verdict::Pass)
     } else {

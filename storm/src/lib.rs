@@ -10,6 +10,7 @@ pub mod report;
 mod resp_restore;
 pub mod restore;
 pub mod runner;
+pub mod verdict;
 pub mod workload;
 
 pub use checker::{CheckOptions, check};

@@ -75,11 +75,17 @@ pub fn render(report: &StormReport) -> String {
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{}",
-        verdict_line(report.verdict, report.check.as_ref())
-    );
+    let reason = if report.verdict_reason.is_empty() {
+        // A report from before verdicts carried their reason.
+        report
+            .check
+            .as_ref()
+            .map(|c| crate::verdict::check_verdict(c).1)
+            .unwrap_or_default()
+    } else {
+        report.verdict_reason.clone()
+    };
+    let _ = writeln!(out, "{}", verdict_line(report.verdict, &reason));
     out
 }
 
@@ -146,32 +152,12 @@ pub fn render_check(check: &CheckReport) -> String {
     out
 }
 
-/// The last line: the verdict and what it means.
-pub fn verdict_line(verdict: Verdict, check: Option<&CheckReport>) -> String {
-    match verdict {
-        Verdict::Pass => "PASS: the storm raced, and every key's history is linearizable.".into(),
-        Verdict::Fail => format!(
-            "FAIL: {} keys show anomalies; the witnesses above are the evidence.",
-            check.map_or(0, CheckReport::total_anomalies)
-        ),
-        Verdict::Inconclusive => match check {
-            None => "INCONCLUSIVE: no history was checked.".into(),
-            Some(c) if c.total_anomalies() > 0 => format!(
-                "INCONCLUSIVE: {} keys show anomalies, but other clients of the target may have \
-                 written them while the storm ran, and the storm cannot see their writes. Stop \
-                 the application's writes and rerun with --exclusive, or storm in the sidecar, \
-                 which sees them.",
-                c.total_anomalies()
-            ),
-            Some(c) if c.keys.unknown > 0 => format!(
-                "INCONCLUSIVE: no anomaly found, but {} keys ran out of search budget \
-                 (raise check.timeoutPerKey).",
-                c.keys.unknown
-            ),
-            Some(_) => "INCONCLUSIVE: no operations overlapped, so nothing was proven \
-                        (more workers, fewer keys, or a hotter distribution)."
-                .into(),
-        },
+/// The last line: the verdict word (what CI greps for) and why.
+pub fn verdict_line(verdict: Verdict, reason: &str) -> String {
+    if reason.is_empty() {
+        format!("{}.", verdict.word())
+    } else {
+        format!("{}: {reason}", verdict.word())
     }
 }
 

@@ -14,7 +14,6 @@ use mapchaos_api::spec::{AbortSpec, CheckSpec, KeySource, StormSpec};
 use mapchaos_api::storm::{
     LatencySummary, MemorySnapshot, OpStats, StopReason, StormPhase, StormReport,
 };
-use mapchaos_api::validate::parse_fraction;
 use mapchaos_api::{CheckReport, Verdict};
 use rand::RngExt;
 
@@ -22,6 +21,7 @@ use crate::app_traffic::{AppFinish, AppTap, AppTraffic};
 use crate::client::{ClientError, MapClient, Request, Response};
 use crate::history::{Event, History, KeyId, Op, RecordBudget, Recorder, ValueId};
 use crate::restore::{self, AppWrites, RestoreSummary};
+use crate::verdict::{self, Judging};
 use crate::workload::{
     KeyChooser, OpChooser, StormOp, decode_value, synthetic_key, worker_rng, write_value,
 };
@@ -362,11 +362,9 @@ pub fn run(
 ) -> Result<StormOutcome, RunError> {
     let ops_chooser = OpChooser::new(&plan.storm.mix)
         .ok_or_else(|| RunError::Spec("spec.storm.mix: every weight is 0".into()))?;
-    let max_error_rate = plan
-        .abort
-        .max_error_rate
-        .as_deref()
-        .and_then(parse_fraction);
+    // The default limit applies without `spec.abort` too: a storm whose
+    // operations mostly fail proves nothing, so it should not run on.
+    let max_error_rate = plan.abort.error_rate_limit();
     control.set_phase(StormPhase::Preparing);
     let clock = Instant::now();
     let now_ns = move || clock.elapsed().as_nanos() as u64;
@@ -866,10 +864,19 @@ fn run_worker(
     let value_size = plan.storm.keys.value_size as usize;
     let pipeline = plan.storm.pipeline.max(1) as usize;
     let workers = u64::from(plan.storm.workers.max(1));
-    // Open loop: each worker sends at rate/workers, on a fixed schedule.
+    // Open loop: the storm as a whole sends one operation every 1/rate
+    // seconds, each worker every `workers`-th round of that schedule, its
+    // first at (worker-1)·pipeline/rate: a low rate is spread over its first
+    // interval instead of every worker firing at the start.
     let interval = (plan.storm.rate > 0)
         .then(|| Duration::from_secs_f64(workers as f64 / plan.storm.rate as f64));
-    let mut intended = shared.start;
+    let deadline = shared.start + plan.duration;
+    let mut intended = shared.start
+        + interval.map_or(Duration::ZERO, |_| {
+            Duration::from_secs_f64(
+                f64::from(worker - 1) * pipeline as f64 / plan.storm.rate as f64,
+            )
+        });
     let mut sequence: u32 = 0;
     let mut published = (0u64, 0u64);
     let mut slots: Vec<Slot> = Vec::with_capacity(pipeline);
@@ -883,12 +890,19 @@ fn run_worker(
     // clock only twice per round: when the round starts and when it ends.
     while !shared.control.is_stopping() {
         let mut started = Instant::now();
-        if interval.is_some() && intended > started {
-            // Woken by a stop: at a low rate one interval can be many seconds.
-            if !shared.control.sleep(intended - started) {
+        if interval.is_some() {
+            // The schedule has no slot left before the storm's end: this
+            // worker is done (sending late would run the storm past it).
+            if intended >= deadline {
                 break;
             }
-            started = Instant::now();
+            // Woken by a stop: at a low rate one interval can be many seconds.
+            if intended > started {
+                if !shared.control.sleep(intended - started) {
+                    break;
+                }
+                started = Instant::now();
+            }
         }
         let scheduled = if interval.is_some() {
             intended
@@ -957,7 +971,6 @@ fn run_worker(
             let latency = finished.duration_since(scheduled);
             round_end = finished;
             for (slot, response) in slots.iter().zip(responses.drain(..)) {
-                let ok = response.is_ok();
                 let op = match (slot.op, response) {
                     (StormOp::Get, Ok(Response::Value(value))) => {
                         let read = value.map(|v| {
@@ -987,9 +1000,12 @@ fn run_worker(
                     }),
                     _ => None,
                 };
+                // An error reply, no reply, or a reply of the wrong shape: the
+                // outcome is unknown, and it counts as an error everywhere.
+                let ok = op.is_some();
                 match op {
-                    Some(op) if ok => result.recorder.record(call, ret, op),
-                    _ => {
+                    Some(op) => result.recorder.record(call, ret, op),
+                    None => {
                         // No usable answer: it may or may not have happened.
                         total_errors += 1;
                         let op = match slot.op {
@@ -1055,6 +1071,7 @@ fn run_worker(
     Ok(result)
 }
 
+/// Sleep until `at`, waking early when the storm stops; `false` if it did.
 fn account(
     result: &mut WorkerResult,
     window: &mut Histogram<u64>,
@@ -1133,7 +1150,7 @@ fn scan_once(
 fn watch(
     control: &StormControl,
     deadline: Instant,
-    max_error_rate: Option<f64>,
+    max_error_rate: f64,
     max_p99: Option<Duration>,
     windows: &[Mutex<Histogram<u64>>],
 ) {
@@ -1151,15 +1168,13 @@ fn watch(
             return;
         }
         let live = control.live();
-        if let Some(limit) = max_error_rate
-            && live.ops >= MIN_OPS_FOR_ERROR_RATE
-        {
+        if live.ops >= MIN_OPS_FOR_ERROR_RATE {
             let rate = live.errors as f64 / live.ops as f64;
-            if rate > limit {
+            if rate > max_error_rate {
                 control.stop(StopReason::AbortCondition(format!(
                     "error rate {:.2}% is above abort.maxErrorRate {:.2}%",
                     rate * 100.0,
-                    limit * 100.0
+                    max_error_rate * 100.0
                 )));
                 return;
             }
@@ -1229,8 +1244,7 @@ fn build_report(
         );
     }
     let errors = totals.errors.iter().sum();
-    let verdict = check.as_ref().map_or(Verdict::Inconclusive, |c| c.verdict);
-    StormReport {
+    let mut report = StormReport {
         seed: plan.seed,
         target: target.describe(),
         workers: plan.storm.workers,
@@ -1247,6 +1261,13 @@ fn build_report(
         check,
         restored_keys,
         keys_excluded,
-        verdict,
-    }
+        verdict: Verdict::Inconclusive,
+        verdict_reason: String::new(),
+    };
+    let judging = Judging {
+        max_error_rate: plan.abort.error_rate_limit(),
+        open_world: false,
+    };
+    verdict::apply(&mut report, &judging);
+    report
 }

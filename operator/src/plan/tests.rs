@@ -129,10 +129,10 @@ fn report(anomalies: u64, p99_micros: u64) -> StormReport {
     let anomaly_counts = BTreeMap::from([(AnomalyKind::StaleRead, anomalies)]);
     let keys = KeyVerdictCounts {
         ok: 10,
-        illegal: u64::from(anomalies > 0),
+        illegal: anomalies,
         unknown: 0,
     };
-    let verdict = CheckReport::verdict_from(&exposures, &anomaly_counts, &keys);
+    let verdict = CheckReport::verdict_from(&exposures, &anomaly_counts, &keys, 1000);
     StormReport {
         seed: 1,
         target: "in-process:sharded".into(),
@@ -161,6 +161,7 @@ fn report(anomalies: u64, p99_micros: u64) -> StormReport {
             witnesses: vec![],
             keys,
             ops_checked: 1000,
+            ops_known: 1000,
             truncated: false,
             scan_duplicates: 0,
             verdict,
@@ -168,6 +169,7 @@ fn report(anomalies: u64, p99_micros: u64) -> StormReport {
         restored_keys: 0,
         keys_excluded: 0,
         verdict,
+        verdict_reason: String::new(),
     }
 }
 
@@ -466,6 +468,128 @@ fn a_finished_run_is_summarised_recorded_and_left_alone() {
     );
     assert!(after.actions.is_empty(), "{:?}", after.actions);
     assert_eq!(after.status, plan.status);
+}
+
+/// `report` as a storm an abort condition stopped; `sidecar_verdict` is
+/// what the sidecar said (an older one judged only its check: Pass).
+fn aborted(mut report: StormReport, sidecar_verdict: Verdict) -> StormReport {
+    report.stop_reason =
+        StopReason::AbortCondition("error rate 59.00% is above abort.maxErrorRate 5.00%".into());
+    report.verdict = sidecar_verdict;
+    report
+}
+
+#[test]
+fn a_storm_stopped_by_an_abort_condition_never_shows_pass() {
+    let pool = pods(3);
+    for sidecar_verdict in [Verdict::Pass, Verdict::Aborted, Verdict::Inconclusive] {
+        let (experiment, first) = started(2, &pool);
+        let [a, b]: [String; 2] = ids(&first).try_into().unwrap();
+        let storms = BTreeMap::from([
+            (
+                a.clone(),
+                storm(&a, StormPhase::Completed, Some(report(0, 900))),
+            ),
+            (
+                b.clone(),
+                storm(
+                    &b,
+                    StormPhase::Aborted,
+                    Some(aborted(report(0, 900), sidecar_verdict)),
+                ),
+            ),
+        ]);
+        let plan = run(&experiment, &pool, &storms, later(70));
+        let verdicts: Vec<Option<Verdict>> =
+            plan.status.targets.iter().map(|t| t.verdict).collect();
+        assert!(verdicts.contains(&Some(Verdict::Pass)), "{verdicts:?}");
+        assert!(verdicts.contains(&Some(Verdict::Aborted)), "{verdicts:?}");
+        let summary = plan.status.summary.clone().unwrap();
+        assert_eq!(
+            summary.verdict,
+            Some(Verdict::Aborted),
+            "{sidecar_verdict:?}"
+        );
+        assert_eq!(plan.status.phase, ExperimentPhase::Aborted);
+        assert_eq!(plan.status.runs[0].verdict, Some(Verdict::Aborted));
+        let finished = plan
+            .events()
+            .find(|e| e.reason == reason::RUN_FINISHED)
+            .unwrap();
+        assert_eq!(finished.kind, EventKind::Warning);
+        assert!(
+            finished.message.contains("verdict Aborted"),
+            "{}",
+            finished.message
+        );
+    }
+    // Anomalies found before the abort still fail the run.
+    let (experiment, first) = started(1, &pool);
+    let id = ids(&first).remove(0);
+    let storms = BTreeMap::from([(
+        id.clone(),
+        storm(
+            &id,
+            StormPhase::Aborted,
+            Some(aborted(report(2, 900), Verdict::Fail)),
+        ),
+    )]);
+    let plan = run(&experiment, &pool, &storms, later(70));
+    assert_eq!(plan.status.targets[0].verdict, Some(Verdict::Fail));
+    assert_eq!(plan.status.summary.unwrap().verdict, Some(Verdict::Fail));
+}
+
+#[test]
+fn anomaly_totals_count_keys_and_kinds_stay_per_kind() {
+    let pool = pods(3);
+    let (experiment, first) = started(2, &pool);
+    let [a, b]: [String; 2] = ids(&first).try_into().unwrap();
+    // Target a: 2 keys, one with a stale read and a lost delete, the other
+    // with a stale read; target b: 1 key with all three kinds below.
+    let mut two_keys = report(2, 900);
+    let check = two_keys.check.as_mut().unwrap();
+    check.anomalies.insert(AnomalyKind::LostDelete, 1);
+    let mut one_key = report(1, 900);
+    let check = one_key.check.as_mut().unwrap();
+    check.anomalies.insert(AnomalyKind::LostDelete, 1);
+    check.anomalies.insert(AnomalyKind::Resurrection, 1);
+    let storms = BTreeMap::from([
+        (a.clone(), storm(&a, StormPhase::Completed, Some(two_keys))),
+        (b.clone(), storm(&b, StormPhase::Completed, Some(one_key))),
+    ]);
+    let plan = run(&experiment, &pool, &storms, later(70));
+    let target = |id: &str| {
+        plan.status
+            .targets
+            .iter()
+            .find(|t| t.storm_id == id)
+            .unwrap()
+    };
+    assert_eq!(target(&a).anomalies, 2);
+    assert_eq!(target(&a).anomaly_kinds["lost_delete"], 1);
+    assert_eq!(target(&a).anomaly_kinds["stale_read"], 2);
+    assert_eq!(target(&b).anomalies, 1);
+    assert_eq!(target(&b).anomaly_kinds.len(), 3);
+    let summary = plan.status.summary.clone().unwrap();
+    assert_eq!(
+        summary.total_anomalies, 3,
+        "keys, not key x kind (which is 6)"
+    );
+    assert_eq!(summary.anomalies["stale_read"], 3);
+    assert_eq!(summary.anomalies["lost_delete"], 2);
+    assert_eq!(summary.anomalies["resurrection"], 1);
+    assert_eq!(plan.status.runs[0].anomalies, 3);
+    let completed: Vec<String> = plan
+        .events()
+        .filter(|e| e.reason == reason::STORM_COMPLETED)
+        .map(|e| e.message.clone())
+        .collect();
+    assert!(
+        completed
+            .iter()
+            .any(|m| m.contains("1 keys with anomalies")),
+        "{completed:?}"
+    );
 }
 
 #[test]

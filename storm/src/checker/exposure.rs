@@ -1,6 +1,9 @@
 //! Race exposure: did the storm really race? Counts pairs of concurrent
 //! operations on one key with at least one DEL or SET, by kind, without
-//! enumerating the pairs (their number can be quadratic).
+//! enumerating the pairs (their number can be quadratic). Only operations
+//! whose outcome is known count: an errored or timed-out one stays open
+//! forever (its `ret` is infinite) and would pair with everything after it,
+//! though it proves nothing.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -53,7 +56,7 @@ pub(crate) fn sweep(ops: &[KeyOp]) -> KeyExposure {
     let mut exposure = KeyExposure::default();
     let mut open = [0u64; 3];
     let mut closing: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
-    for op in ops {
+    for op in ops.iter().filter(|op| !op.is_info()) {
         // Two operations are concurrent unless one returned strictly before
         // the other was called.
         while let Some(&Reverse((ret, c))) = closing.peek() {
@@ -93,7 +96,8 @@ pub(crate) fn sweep(ops: &[KeyOp]) -> KeyExposure {
 pub(crate) fn del_scan_pairs(history: &History) -> u64 {
     let mut del_calls = Vec::new();
     let mut del_rets = Vec::new();
-    for event in history.events() {
+    let known = history.events().iter().filter(|e| !e.is_info());
+    for event in known.clone() {
         if let Op::Del { .. } = event.op {
             del_calls.push(event.call);
             del_rets.push(event.ret);
@@ -101,9 +105,7 @@ pub(crate) fn del_scan_pairs(history: &History) -> u64 {
     }
     del_calls.sort_unstable();
     del_rets.sort_unstable();
-    history
-        .events()
-        .iter()
+    known
         .filter(|e| matches!(e.op, Op::Scan { .. }))
         .map(|scan| {
             let called = del_calls.partition_point(|&c| c <= scan.ret);
@@ -127,8 +129,10 @@ mod tests {
         }
     }
 
-    /// Counts the same pairs the slow way, as the definition states them.
+    /// Counts the same pairs the slow way, as the definition states them:
+    /// concurrent pairs of operations whose outcome is known.
     fn brute(ops: &[KeyOp]) -> [u64; 5] {
+        let ops: Vec<KeyOp> = ops.iter().copied().filter(|o| !o.is_info()).collect();
         let mut counts = [0u64; 5];
         for (i, a) in ops.iter().enumerate() {
             for b in &ops[i + 1..] {
@@ -167,8 +171,39 @@ mod tests {
         let exposure = sweep(&ops);
         let counts: Vec<u64> = exposure.by_kind().iter().map(|&(_, n)| n).collect();
         assert_eq!(counts, brute(&ops));
-        assert_eq!(counts, [1, 2, 2, 0, 3]);
+        // The SET at 13 never returned: it pairs with nothing.
+        assert_eq!(counts, [1, 2, 2, 0, 2]);
         assert_eq!(exposure.max_overlap, 3);
+    }
+
+    #[test]
+    fn operations_without_a_known_outcome_pair_with_nothing() {
+        // Every op on the key errored (MOVED, READONLY, NOAUTH, a timeout):
+        // open forever, they would pair with each other and everything after.
+        let v = |seq| ValueId::new(1, seq);
+        let failed = [
+            op(0, u64::MAX, Action::Set(v(1))),
+            op(1, u64::MAX, Action::Del(false)),
+            op(2, u64::MAX, Action::Get(None)),
+            op(3, u64::MAX, Action::Set(v(2))),
+        ];
+        let exposure = sweep(&failed);
+        assert_eq!(exposure, KeyExposure::default());
+        // Known ops keep their pairs; the failed one among them adds none and
+        // does not widen the overlap.
+        let mut mixed = vec![
+            op(10, 20, Action::Del(true)),
+            op(11, u64::MAX, Action::Set(v(3))),
+            op(12, 14, Action::Get(None)),
+            op(30, 31, Action::Set(v(4))),
+        ];
+        mixed.extend_from_slice(&failed);
+        mixed.sort_by_key(|o| o.call);
+        let exposure = sweep(&mixed);
+        let counts: Vec<u64> = exposure.by_kind().iter().map(|&(_, n)| n).collect();
+        assert_eq!(counts, brute(&mixed));
+        assert_eq!(counts, [0, 0, 1, 0, 0]);
+        assert_eq!(exposure.max_overlap, 2);
     }
 
     #[test]

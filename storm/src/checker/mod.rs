@@ -170,7 +170,8 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         .take(options.max_witnesses)
         .map(|f| witness::build(history, f))
         .collect();
-    let verdict = CheckReport::verdict_from(&exposures, &anomalies, &keys);
+    let ops_known = history.events().iter().filter(|e| !e.is_info()).count() as u64;
+    let verdict = CheckReport::verdict_from(&exposures, &anomalies, &keys, ops_known);
     CheckReport {
         exposures,
         max_overlap,
@@ -178,6 +179,7 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         witnesses,
         keys,
         ops_checked: history.events().len() as u64,
+        ops_known,
         truncated: history.is_truncated(),
         scan_duplicates,
         verdict,

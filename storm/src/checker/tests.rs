@@ -830,3 +830,75 @@ fn a_large_correct_storm_checks_clean() {
     assert_eq!(report.keys.unknown, 0);
     assert_eq!(report.verdict, Verdict::Pass);
 }
+
+// ---- What failed operations and several anomaly kinds do to the totals ----
+
+#[test]
+fn failed_operations_add_no_exposure_however_many_overlap() {
+    // Eight clients, fifty operations each on one key, none answered (the
+    // node answered MOVED, or the reply timed out).
+    let mut events = Vec::new();
+    for client in 1..=8u32 {
+        for i in 0..50u32 {
+            let call = u64::from(i * 10 + client);
+            events.push(match i % 3 {
+                0 => set(client, call, INF, 0, ValueId::new(client, i)),
+                1 => del(client, call, INF, 0, false),
+                _ => get(client, call, INF, 0, None),
+            });
+        }
+    }
+    let report = run(1, events.clone());
+    assert_eq!(report.total_exposures(), 0);
+    assert_eq!(report.max_overlap, 0);
+    assert_eq!((report.ops_checked, report.ops_known), (400, 0));
+    assert_eq!(report.verdict, Verdict::Inconclusive);
+    let reason = report.unproven_reason().unwrap();
+    assert!(
+        reason.contains("no operation has a known outcome"),
+        "{reason}"
+    );
+
+    // Two answered operations that overlap: exactly their one pair counts,
+    // and a failed SCAN and a failed DEL pair with no DEL or SCAN.
+    events.push(set(9, 2_000, 2_010, 0, v(1)));
+    events.push(get(10, 2_005, 2_008, 0, Some(v(1))));
+    events.push(scan(11, 2_001, INF, &[]));
+    events.push(del(12, 2_002, INF, 0, true));
+    let report = run(1, events);
+    assert_eq!(report.total_exposures(), 1);
+    assert_eq!(report.exposures[&mapchaos_api::ExposureKind::SetGet], 1);
+    assert_eq!(report.max_overlap, 2);
+    assert_eq!(report.ops_known, 2);
+}
+
+#[test]
+fn a_key_with_two_anomaly_kinds_counts_once_in_the_total() {
+    let events = vec![
+        // Key 0: a full SCAN misses it while present (scan_miss), and a read
+        // after its acknowledged DEL sees the deleted value (stale_read).
+        set(0, 0, 10, 0, v(1)),
+        get(1, 2, 4, 0, None),
+        scan(2, 20, 30, &[1]),
+        del(3, 40, 50, 0, true),
+        get(4, 60, 70, 0, Some(v(1))),
+        // Key 1: present during the SCAN (it found it), then a stale read.
+        set(5, 0, 10, 1, v(2)),
+        get(6, 2, 4, 1, None),
+        del(7, 40, 50, 1, true),
+        get(8, 60, 70, 1, Some(v(2))),
+    ];
+    let report = run(2, events);
+    let kinds: u64 = report.anomalies.values().sum();
+    assert_eq!(report.anomalies[&AnomalyKind::StaleRead], 2, "{report:#?}");
+    assert_eq!(report.anomalies[&AnomalyKind::ScanMiss], 1, "{report:#?}");
+    assert!(kinds >= 3);
+    assert_eq!(report.keys.illegal, 2);
+    assert_eq!(
+        report.total_anomalies(),
+        2,
+        "keys, not key × kind ({kinds})"
+    );
+    let text = crate::report::render_check(&report);
+    assert!(text.contains("anomalies: 2 keys"), "{text}");
+}
