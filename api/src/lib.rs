@@ -2,6 +2,7 @@
 //! (spec, status, CRD), the storm protocol, race and anomaly kinds and the
 //! checker's report.
 
+pub mod audit;
 pub mod duration;
 pub mod report;
 pub mod resource;

@@ -11,6 +11,7 @@ use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::DeleteJournalSummary;
 use crate::report::Verdict;
 use crate::spec::MapChaos;
 use crate::storm::StormPhase;
@@ -210,6 +211,10 @@ pub struct TargetStatus {
     /// The target's verdict, once its report is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// What became of the existing keys the storm deleted (the sidecar's
+    /// delete journal; the keys themselves at `GET /v1/storms/{id}/audit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<DeleteJournalSummary>,
     /// When the sidecar last answered about this storm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
@@ -261,6 +266,10 @@ pub struct Summary {
     /// Storm latency over the final reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyMicros>,
+    /// Existing keys the storms deleted and what became of them, over every
+    /// target that reported a delete journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<DeleteJournalSummary>,
     /// The worst p99 as a Go duration, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99: Option<String>,

@@ -164,6 +164,11 @@ pub struct StormReport {
     /// Existing keys put back after the storm.
     #[serde(default)]
     pub restored_keys: u64,
+    /// What became of the existing keys the storm deleted (its delete
+    /// journal, `GET /v1/storms/{id}/audit`), when it ran in the sidecar on
+    /// existing keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<crate::audit::DeleteJournalSummary>,
     /// Keys left out of the check because the application changed them in
     /// ways the history does not hold: without `check.includeClients`,
     /// existing keys where a read returned a value the storm did not write;

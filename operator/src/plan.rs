@@ -1220,6 +1220,7 @@ fn apply_observation(
                     p999: report.latency.p999_micros,
                     max: report.latency.max_micros,
                 });
+                target.deletes = report.deletes.clone();
                 if let Some(check) = &report.check {
                     target.exposures = check.total_exposures();
                     target.anomalies = check.total_anomalies();
@@ -1400,6 +1401,9 @@ pub fn summarise(targets: &[TargetStatus]) -> Summary {
         }
         for (kind, n) in &target.anomaly_kinds {
             *summary.anomalies.entry(kind.clone()).or_default() += n;
+        }
+        if let Some(deletes) = &target.deletes {
+            summary.deletes.get_or_insert_default().add(deletes);
         }
         if let Some(latency) = target.latency {
             let worst = summary.latency.get_or_insert_default();

@@ -1,5 +1,6 @@
 //! The storm control API on the sidecar's HTTP port: `PUT/GET/DELETE
-//! /v1/storms/{id}` and `GET /v1/storms/{id}/history`. Mutating calls must be
+//! /v1/storms/{id}`, `GET /v1/storms/{id}/history` and the delete journal,
+//! `GET /v1/storms/{id}/audit`. Mutating calls and the journal must be
 //! signed by the operator's Ed25519 key (see `mapchaos_api::signing`);
 //! unsigned, stale or tampered requests get 401, oversized ones 413.
 
@@ -102,6 +103,7 @@ pub fn router(storms: Arc<Storms>, verifier: Verifier) -> Router {
             get(get_storm).put(put_storm).delete(delete_storm),
         )
         .route("/v1/storms/{id}/history", get(get_history))
+        .route("/v1/storms/{id}/audit", get(get_audit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(ControlState { storms, verifier }))
 }
@@ -194,6 +196,10 @@ fn missing(id: &str, why: Missing) -> Response {
             StatusCode::NOT_FOUND,
             format!("no recorded history for storm {id}"),
         ),
+        Missing::NoJournal => error(
+            StatusCode::NOT_FOUND,
+            format!("storm {id} keeps no delete journal: it did not storm existing keys"),
+        ),
         Missing::DroppedForMemory { max_bytes } => error(
             StatusCode::GONE,
             format!(
@@ -235,5 +241,28 @@ async fn get_history(State(state): State<Arc<ControlState>>, Path(id): Path<Stri
         Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Ok(Err(why)) => missing(&id, why),
         Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, join.to_string()),
+    }
+}
+
+/// `GET /v1/storms/{id}/audit`: the existing keys the storm deleted and what
+/// became of each. It names the application's keys, so it is signed like
+/// the calls that start and stop storms.
+async fn get_audit(
+    State(state): State<Arc<ControlState>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(response) = invalid_id(&id) {
+        return response;
+    }
+    if let Err(message) = state.verifier.verify(&method, uri.path(), &headers, &body) {
+        return error(StatusCode::UNAUTHORIZED, message);
+    }
+    match state.storms.audit(&id) {
+        Ok(audit) => axum::Json(audit).into_response(),
+        Err(why) => missing(&id, why),
     }
 }

@@ -4,7 +4,7 @@
 //! target, RESP ones included). The application's own RESP traffic to the
 //! same engine reaches the storm through the target's [`AppProbe`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -98,6 +98,7 @@ impl StormTarget for EngineTarget {
             audit_id: self.next_client.fetch_add(1, Ordering::Relaxed),
             journal: self.journal.clone(),
             deleted: HashSet::new(),
+            restores: HashMap::new(),
         }))
     }
 
@@ -126,14 +127,19 @@ struct EngineClient {
     audit_name: Arc<str>,
     audit_id: u64,
     journal: Option<Arc<JournalRecorder>>,
-    /// Keys this client deleted, for the journal (merged on drop).
+    /// Keys this client deleted, and whether its restores wrote each key
+    /// they tried, for the journal (merged on drop).
     deleted: HashSet<Box<[u8]>>,
+    restores: HashMap<Box<[u8]>, bool>,
 }
 
 impl Drop for EngineClient {
     fn drop(&mut self) {
         if let Some(journal) = &self.journal {
-            journal.merge(std::mem::take(&mut self.deleted));
+            journal.merge(
+                std::mem::take(&mut self.deleted),
+                std::mem::take(&mut self.restores),
+            );
         }
     }
 }
@@ -209,6 +215,10 @@ impl MapClient for EngineClient {
             let done = self
                 .engine
                 .restore(Bytes::copy_from_slice(item.key), wanted, &replaceable);
+            if self.journal.is_some() {
+                self.restores
+                    .insert(item.key.into(), matches!(done, RestoreWrite::Written));
+            }
             applied.push(Ok(match done {
                 RestoreWrite::Written => Applied::Written,
                 RestoreWrite::AlreadyThere => Applied::AlreadyThere,

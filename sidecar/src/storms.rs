@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mapchaos_api::spec::{MapChaosSpec, PodSelector, SelectionMode};
+use mapchaos_api::audit::StormAudit;
+use mapchaos_api::spec::{KeySource, MapChaosSpec, PodSelector, SelectionMode};
 use mapchaos_api::storm::{StopReason, StormPhase, StormReport, StormRequest, StormStatus};
 use mapchaos_api::validate::InvalidSpec;
 use mapchaos_storm::History;
@@ -19,6 +20,7 @@ use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::app_probe::AppProbe;
+use crate::audit::journal::JournalRecorder;
 use crate::engine::MapEngine;
 use crate::finished::{self, Shelf, Shelved};
 use crate::metrics::SidecarMetrics;
@@ -39,8 +41,9 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// How a storm ended: its report and history, or why it could not run.
-type Ending = Result<(StormReport, Recorded), String>;
+/// How a storm ended: its report, history and delete journal (for a storm
+/// on existing keys), or why it could not run.
+type Ending = Result<(StormReport, Recorded, Option<StormAudit>), String>;
 
 /// A finished storm's history.
 enum Recorded {
@@ -103,7 +106,7 @@ impl Storm {
             None if live.phase.is_final() => (StormPhase::Checking, String::new(), None),
             None => (live.phase, String::new(), None),
             Some(Err(message)) => (StormPhase::Failed, message.clone(), None),
-            Some(Ok((report, _))) => {
+            Some(Ok((report, _, _))) => {
                 let phase = if report.stop_reason == StopReason::DurationElapsed {
                     StormPhase::Completed
                 } else {
@@ -143,7 +146,7 @@ impl Storm {
     /// counts it: its request, report and id as serialised, plus the struct.
     fn base_bytes(&self) -> u64 {
         let report = match self.outcome.lock().as_ref() {
-            Some(Ok((report, _))) => json_len(report),
+            Some(Ok((report, _, audit))) => json_len(report) + json_len(audit),
             Some(Err(message)) => message.len() as u64,
             None => 0,
         };
@@ -155,7 +158,7 @@ impl Storm {
 
     fn history_bytes(&self) -> u64 {
         match self.outcome.lock().as_ref() {
-            Some(Ok((_, recorded))) => recorded.bytes(),
+            Some(Ok((_, recorded, _))) => recorded.bytes(),
             _ => 0,
         }
     }
@@ -172,7 +175,7 @@ impl Shelved for Arc<Storm> {
     }
 
     fn drop_history(&self) {
-        if let Some(Ok((_, recorded))) = self.outcome.lock().as_mut() {
+        if let Some(Ok((_, recorded, _))) = self.outcome.lock().as_mut() {
             *recorded = Recorded::Dropped;
         }
     }
@@ -228,6 +231,9 @@ pub enum Missing {
     Running,
     /// The storm did not record a history.
     NotRecorded,
+    /// The storm keeps no delete journal: it was not on existing keys, or
+    /// it failed before running.
+    NoJournal,
     /// Dropped to keep finished storms within the byte budget.
     DroppedForMemory { max_bytes: u64 },
 }
@@ -332,12 +338,19 @@ impl Storms {
             seed: request.seed,
             check_threads: 0,
         };
+        // A storm on existing keys deletes the application's keys: journal them.
+        let journal = (request.storm.keys.source == KeySource::Existing)
+            .then(|| Arc::new(JournalRecorder::new()));
         let target = WithMetrics {
-            inner: EngineTarget::new(self.engine.clone()).with_app_probe(self.probe.clone()),
+            inner: EngineTarget::new(self.engine.clone())
+                .with_app_probe(self.probe.clone())
+                .with_audit(&storm.id, journal.clone()),
             metrics: self.metrics.clone(),
         };
         let outcome = runner::run(&plan, &target, &storm.control)
-            .map(|outcome| {
+            .map(|mut outcome| {
+                let audit = journal.map(|j| j.journal(&storm.id, request.storm.restore));
+                outcome.report.deletes = audit.as_ref().map(|a| a.summary.clone());
                 self.metrics.record_report(&outcome.report);
                 info!(
                     storm = %storm.id,
@@ -363,6 +376,7 @@ impl Storms {
                 (
                     outcome.report,
                     Recorded::from(outcome.history, self.finished_max_bytes),
+                    audit,
                 )
             })
             .map_err(|error| {
@@ -407,11 +421,24 @@ impl Storms {
         let outcome = storm.outcome.lock();
         match outcome.as_ref() {
             None => Err(Missing::Running),
-            Some(Ok((_, Recorded::Json(json)))) => Ok(json.clone()),
-            Some(Ok((_, Recorded::Dropped))) => Err(Missing::DroppedForMemory {
+            Some(Ok((_, Recorded::Json(json), _))) => Ok(json.clone()),
+            Some(Ok((_, Recorded::Dropped, _))) => Err(Missing::DroppedForMemory {
                 max_bytes: self.finished_max_bytes,
             }),
             Some(_) => Err(Missing::NotRecorded),
+        }
+    }
+
+    /// `GET /v1/storms/{id}/audit`: the storm's delete journal.
+    pub fn audit(&self, id: &str) -> Result<StormAudit, Missing> {
+        let Some(storm) = self.find(id) else {
+            return Err(self.missing(id));
+        };
+        let outcome = storm.outcome.lock();
+        match outcome.as_ref() {
+            None => Err(Missing::Running),
+            Some(Ok((_, _, Some(audit)))) => Ok(audit.clone()),
+            Some(_) => Err(Missing::NoJournal),
         }
     }
 

@@ -56,6 +56,23 @@ pub fn render(report: &StormReport) -> String {
         memory_text(&report.memory_before),
         memory_text(&report.memory_after)
     );
+    if let Some(deletes) = &report.deletes {
+        let outcomes: Vec<String> = deletes
+            .outcomes
+            .iter()
+            .map(|(outcome, n)| format!("{} {n}", outcome.as_str()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  deleted {} existing keys ({})",
+            deletes.deleted,
+            if outcomes.is_empty() {
+                "none".to_owned()
+            } else {
+                outcomes.join(", ")
+            }
+        );
+    }
     if report.restored_keys > 0 {
         let _ = writeln!(out, "  restored {} keys", report.restored_keys);
     }

@@ -1260,6 +1260,8 @@ fn build_report(
         memory_after,
         check,
         restored_keys,
+        // The sidecar fills it from its delete journal.
+        deletes: None,
         keys_excluded,
         verdict: Verdict::Inconclusive,
         verdict_reason: String::new(),

@@ -167,6 +167,7 @@ fn report(anomalies: u64, p99_micros: u64) -> StormReport {
             verdict,
         }),
         restored_keys: 0,
+        deletes: None,
         keys_excluded: 0,
         verdict,
         verdict_reason: String::new(),
@@ -590,6 +591,48 @@ fn anomaly_totals_count_keys_and_kinds_stay_per_kind() {
             .any(|m| m.contains("1 keys with anomalies")),
         "{completed:?}"
     );
+}
+
+#[test]
+fn each_targets_delete_journal_counts_are_in_its_status_and_summed_in_the_summary() {
+    use mapchaos_api::audit::{DeleteJournalSummary, DeletedKeyOutcome};
+    let pool = pods(3);
+    let (experiment, first) = started(2, &pool);
+    let [a, b]: [String; 2] = ids(&first).try_into().unwrap();
+    let journal = |restored, app_wrote| {
+        let mut report = report(0, 900);
+        report.deletes = Some(DeleteJournalSummary {
+            deleted: restored + app_wrote,
+            outcomes: BTreeMap::from([
+                (DeletedKeyOutcome::Restored, restored),
+                (DeletedKeyOutcome::AppWrote, app_wrote),
+            ]),
+        });
+        report
+    };
+    let storms = BTreeMap::from([
+        (
+            a.clone(),
+            storm(&a, StormPhase::Completed, Some(journal(5, 1))),
+        ),
+        (
+            b.clone(),
+            storm(&b, StormPhase::Completed, Some(journal(7, 2))),
+        ),
+    ]);
+    let plan = run(&experiment, &pool, &storms, later(70));
+    let by_storm: BTreeMap<&str, &DeleteJournalSummary> = plan
+        .status
+        .targets
+        .iter()
+        .map(|t| (t.storm_id.as_str(), t.deletes.as_ref().expect("a journal")))
+        .collect();
+    assert_eq!(by_storm[a.as_str()].deleted, 6);
+    assert_eq!(by_storm[b.as_str()].count(DeletedKeyOutcome::AppWrote), 2);
+    let total = plan.status.summary.unwrap().deletes.expect("summed");
+    assert_eq!(total.deleted, 15);
+    assert_eq!(total.count(DeletedKeyOutcome::Restored), 12);
+    assert_eq!(total.count(DeletedKeyOutcome::AppWrote), 3);
 }
 
 #[test]
