@@ -48,6 +48,7 @@ fn report(ops: u64, errors: u64, stop: StopReason, check: Option<CheckReport>) -
         by_op: BTreeMap::new(),
         latency: LatencySummary::default(),
         client_latency: None,
+        deletes: None,
         memory_before: MemorySnapshot::default(),
         memory_after: MemorySnapshot::default(),
         check,
