@@ -3,6 +3,8 @@
 //! checker's report.
 
 pub mod audit;
+pub mod budget;
+pub mod bytesize;
 pub mod duration;
 pub mod report;
 pub mod resource;
@@ -12,6 +14,7 @@ pub mod spec;
 pub mod storm;
 pub mod validate;
 
+pub use bytesize::ByteSize;
 pub use duration::GoDuration;
 pub use resource::MapChaosStatus;
 pub use spec::{MapChaos, MapChaosSpec};

@@ -8,6 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::bytesize::ByteSize;
 use crate::duration::GoDuration;
 use crate::resource::MapChaosStatus;
 
@@ -237,6 +238,16 @@ pub struct StormSpec {
     #[serde(default = "default_pipeline")]
     #[schemars(range(min = 1, max = crate::validate::MAX_PIPELINE))]
     pub pipeline: u32,
+    /// The most memory this storm may use on its target ("512Mi", "2Gi"):
+    /// its keys in the map, its key table, workers and recorded history. A
+    /// storm estimated over it is refused before it starts, naming the field
+    /// to shrink and the largest value that fits. A sidecar never lets a
+    /// storm use more than its own budget (from its container's memory
+    /// limit, less the data already in the map), whatever this says; without
+    /// it the sidecar's budget applies (`mapchaos run`: `--memory-budget`,
+    /// else half the memory available, else 1Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<ByteSize>,
 }
 
 fn default_workers() -> u32 {
@@ -256,6 +267,7 @@ impl Default for StormSpec {
             keys: KeySpec::default(),
             restore: false,
             pipeline: default_pipeline(),
+            memory_budget: None,
         }
     }
 }
@@ -432,8 +444,10 @@ pub struct CheckSpec {
     /// and errors are reported.
     #[serde(default = "default_true")]
     pub history: bool,
-    /// Most operations recorded; past it recording stops and the report says
-    /// the check covers only a prefix.
+    /// Most operations recorded (a SCAN counts one more for every 16 keys it
+    /// returned); past it recording stops and the report says the check
+    /// covers only a prefix. It sizes the storm's memory (see
+    /// `storm.memoryBudget`).
     #[serde(default = "default_max_ops")]
     pub max_ops: u64,
     /// Time budget of the linearizability search for one key; a key that

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::budget::{StormShape, StormSite};
+use crate::bytesize::ByteSize;
 use crate::spec::{KeyDistribution, KeySource, MapChaosSpec, SelectionMode};
 
 /// The most workers a storm may ask for per target.
@@ -19,6 +21,72 @@ pub const MAX_VALUE_SIZE: u32 = 1 << 20;
 pub const MAX_HISTORY_LIMIT: u32 = 100;
 /// The longest storm a single run may ask for.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Key ids are 32-bit: the most keys one storm may hold.
+pub const MAX_KEYS: u64 = u32::MAX as u64;
+/// The longest synthetic key prefix.
+pub const MAX_PREFIX_LEN: usize = 1024;
+/// The fastest open-loop rate (ops/s per target); no map serves more, and a
+/// rate is what paces, with the duration, how much a storm records.
+pub const MAX_RATE: u64 = 100_000_000;
+/// The longest search budget for one key: a check runs key after key, so
+/// this bounds how long one contended key holds a checker thread.
+pub const MAX_TIMEOUT_PER_KEY: Duration = Duration::from_secs(3600);
+/// The memory budget of a storm when neither the spec
+/// (`spec.storm.memoryBudget`) nor the runner (`mapchaos run
+/// --memory-budget`, the sidecar's container limit) gives one.
+pub const DEFAULT_MEMORY_BUDGET: ByteSize = ByteSize::gib(1);
+
+/// A memory budget and where it came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryBudget {
+    pub bytes: ByteSize,
+    /// Where it came from ("--memory-budget", "spec.storm.memoryBudget",
+    /// "the sidecar's container limit less the map's data").
+    pub source: String,
+}
+
+impl MemoryBudget {
+    pub fn new(bytes: ByteSize, source: impl Into<String>) -> Self {
+        MemoryBudget {
+            bytes,
+            source: source.into(),
+        }
+    }
+}
+
+/// What a spec is validated against: the memory it may use, where its map
+/// lives, and whether pods are selected (a cluster) or not (`mapchaos run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `None`: `spec.storm.memoryBudget`, else [`DEFAULT_MEMORY_BUDGET`].
+    pub budget: Option<MemoryBudget>,
+    pub site: StormSite,
+    /// In a cluster every selection rule applies; locally the rule that an
+    /// empty selector needs `mode: all` does not (there are no pods), every
+    /// other one does, so a manifest the cluster would refuse fails here too.
+    pub selects_pods: bool,
+}
+
+impl Limits {
+    /// A cluster: the storm runs in a sidecar, next to its map.
+    pub fn cluster() -> Self {
+        Limits {
+            budget: None,
+            site: StormSite::IN_PROCESS,
+            selects_pods: true,
+        }
+    }
+
+    /// The budget that applies to `spec`.
+    pub fn budget_for(&self, spec: &MapChaosSpec) -> MemoryBudget {
+        self.budget
+            .clone()
+            .unwrap_or_else(|| match spec.storm.memory_budget {
+                Some(bytes) => MemoryBudget::new(bytes, "spec.storm.memoryBudget"),
+                None => MemoryBudget::new(DEFAULT_MEMORY_BUDGET, "the default memory budget"),
+            })
+    }
+}
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +124,15 @@ pub fn parse_fraction(text: &str) -> Option<f64> {
 impl MapChaosSpec {
     /// Every reason this spec cannot run in a cluster; `Ok` when it can.
     pub fn validate(&self) -> Result<(), InvalidSpec> {
+        self.validate_with(&Limits::cluster())
+    }
+
+    /// Every reason this spec cannot run within `limits`: the one validator
+    /// of the operator, the sidecar and `mapchaos run`.
+    pub fn validate_with(&self, limits: &Limits) -> Result<(), InvalidSpec> {
         let mut errors = Vec::new();
-        self.check_selection(&mut errors);
-        self.check_storm(&mut errors);
+        self.check_selection(limits.selects_pods, &mut errors);
+        self.check_storm(limits, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -67,10 +141,10 @@ impl MapChaosSpec {
     }
 
     /// The checks that matter for running the storm itself (everything but
-    /// pod selection and scheduling), as `mapchaos run` needs.
-    pub fn validate_storm(&self) -> Result<(), InvalidSpec> {
+    /// pod selection and scheduling), as a sidecar needs for a storm request.
+    pub fn validate_storm(&self, limits: &Limits) -> Result<(), InvalidSpec> {
         let mut errors = Vec::new();
-        self.check_storm(&mut errors);
+        self.check_storm(limits, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -78,7 +152,7 @@ impl MapChaosSpec {
         }
     }
 
-    fn check_selection(&self, errors: &mut Vec<FieldError>) {
+    fn check_selection(&self, selects_pods: bool, errors: &mut Vec<FieldError>) {
         let mut fail = |field: &str, message: String| {
             errors.push(FieldError {
                 field: format!("spec.{field}"),
@@ -91,7 +165,7 @@ impl MapChaosSpec {
             || !selector.expression_selectors.is_empty()
             || !selector.annotation_selectors.is_empty()
             || !selector.pods.is_empty();
-        if !selects_by_something && self.mode != SelectionMode::All {
+        if selects_pods && !selects_by_something && self.mode != SelectionMode::All {
             fail(
                 "selector",
                 "selects every pod; give labelSelectors, expressionSelectors, \
@@ -143,14 +217,6 @@ impl MapChaosSpec {
                 ),
             },
         }
-        if let Some(seed) = self.seed
-            && seed > crate::resource::MAX_SEED
-        {
-            fail(
-                "seed",
-                format!("{seed} is above 2^53-1, which JSON cannot carry exactly"),
-            );
-        }
         if let Some(schedule) = &self.schedule
             && let Err(why) = crate::schedule::Schedule::parse(schedule)
         {
@@ -170,13 +236,25 @@ impl MapChaosSpec {
         }
     }
 
-    fn check_storm(&self, errors: &mut Vec<FieldError>) {
+    fn check_storm(&self, limits: &Limits, errors: &mut Vec<FieldError>) {
+        let before = errors.len();
         let mut fail = |field: &str, message: String| {
             errors.push(FieldError {
                 field: format!("spec.{field}"),
                 message,
             })
         };
+        if let Some(seed) = self.seed
+            && seed > crate::resource::MAX_SEED
+        {
+            fail(
+                "seed",
+                format!(
+                    "{seed} is over the limit of {} (2^53-1, the largest integer JSON carries exactly)",
+                    crate::resource::MAX_SEED
+                ),
+            );
+        }
 
         let duration = self.duration.as_duration();
         if duration.is_zero() {
@@ -218,9 +296,23 @@ impl MapChaosSpec {
             );
         }
 
+        if storm.rate > MAX_RATE {
+            fail(
+                "storm.rate",
+                format!("{} is over the limit of {MAX_RATE} ops/s", storm.rate),
+            );
+        }
         let keys = &storm.keys;
         if keys.count == 0 {
             fail("storm.keys.count", "must be at least 1".into());
+        } else if keys.count > MAX_KEYS {
+            fail(
+                "storm.keys.count",
+                format!(
+                    "{} is over the limit of {MAX_KEYS} keys (key ids are 32-bit)",
+                    keys.count
+                ),
+            );
         }
         match keys.source {
             KeySource::Synthetic => {
@@ -229,6 +321,14 @@ impl MapChaosSpec {
                         "storm.keys.prefix",
                         "must not be empty: a synthetic storm would mix with the application's keys"
                             .into(),
+                    );
+                } else if keys.prefix.len() > MAX_PREFIX_LEN {
+                    fail(
+                        "storm.keys.prefix",
+                        format!(
+                            "is {} bytes, over the limit of {MAX_PREFIX_LEN} bytes",
+                            keys.prefix.len()
+                        ),
                     );
                 }
                 if !(0.0..=1.0).contains(&keys.preload) {
@@ -293,8 +393,14 @@ impl MapChaosSpec {
                 "must be at least 1 when check.history is on".into(),
             );
         }
-        if self.check.timeout_per_key.as_duration().is_zero() {
+        let timeout_per_key = self.check.timeout_per_key.as_duration();
+        if timeout_per_key.is_zero() {
             fail("check.timeoutPerKey", "must be longer than 0s".into());
+        } else if timeout_per_key > MAX_TIMEOUT_PER_KEY {
+            fail(
+                "check.timeoutPerKey",
+                format!("{} is over the limit of 1h", self.check.timeout_per_key),
+            );
         }
         if let Some(rate) = &self.abort.max_error_rate
             && parse_fraction(rate).is_none()
@@ -308,6 +414,51 @@ impl MapChaosSpec {
             && p99.as_duration().is_zero()
         {
             fail("abort.maxP99Latency", "must be longer than 0s".into());
+        }
+        // The budget is judged on a spec whose fields are each in range.
+        if errors.len() == before {
+            self.check_memory(limits, errors);
+        }
+    }
+
+    /// The storm's estimated memory against its budget: each field that
+    /// alone would bring it within budget is named with the largest value
+    /// that fits.
+    fn check_memory(&self, limits: &Limits, errors: &mut Vec<FieldError>) {
+        let budget = limits.budget_for(self);
+        let shape = StormShape {
+            storm: self.storm.clone(),
+            check: self.check.clone(),
+            duration: self.duration.as_duration(),
+        };
+        let footprint = shape.footprint(limits.site);
+        let need = footprint.total();
+        if need <= budget.bytes.0 {
+            return;
+        }
+        let context = format!(
+            "the storm would need about {} ({}), over the memory budget of {} ({})",
+            ByteSize(need),
+            footprint.breakdown(),
+            budget.bytes,
+            budget.source
+        );
+        let over = shape.over_budget(limits.site, budget.bytes.0);
+        let mut named = false;
+        for field in over.iter().filter(|o| o.limit.is_some()) {
+            named = true;
+            errors.push(FieldError {
+                field: format!("spec.{}", field.field),
+                message: format!("{field}: {context}"),
+            });
+        }
+        if !named {
+            errors.push(FieldError {
+                field: "spec.storm.memoryBudget".into(),
+                message: format!(
+                    "{context}; no one field brings it within budget: give it more memory or shrink the storm"
+                ),
+            });
         }
     }
 }
@@ -426,18 +577,118 @@ mod tests {
         assert_eq!(spec.validate(), Ok(()));
     }
 
+    fn local() -> Limits {
+        Limits {
+            selects_pods: false,
+            ..Limits::cluster()
+        }
+    }
+
     #[test]
-    fn a_local_run_ignores_selection() {
+    fn a_local_run_checks_selection_but_needs_no_pods() {
         let mut spec = valid();
         spec.selector = PodSelector::default();
-        spec.value = Some("0".into());
-        assert!(spec.validate().is_err());
-        assert_eq!(spec.validate_storm(), Ok(()));
+        spec.mode = SelectionMode::One;
+        assert_eq!(fields(&spec), ["spec.selector"]);
+        assert_eq!(spec.validate_with(&local()), Ok(()));
+        // What the cluster refuses besides, a local run refuses too.
+        spec.value = Some("150".into());
+        spec.mode = SelectionMode::FixedPercent;
+        spec.schedule = Some("every day".into());
+        let errors: Vec<String> = spec
+            .validate_with(&local())
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(errors, ["spec.value", "spec.schedule"]);
+        spec.value = Some("50".into());
+        spec.schedule = None;
         spec.storm.workers = 0;
         assert_eq!(
-            spec.validate_storm().unwrap_err().0[0].field,
+            spec.validate_storm(&local()).unwrap_err().0[0].field,
             "spec.storm.workers"
         );
+    }
+
+    #[test]
+    fn a_storm_over_its_memory_budget_names_the_field_and_the_limit() {
+        let mut spec = valid();
+        spec.storm.keys.count = 1_000_000_000;
+        let error = spec.validate().unwrap_err();
+        let count = error
+            .0
+            .iter()
+            .find(|e| e.field == "spec.storm.keys.count")
+            .expect("the count is named");
+        assert!(
+            count
+                .message
+                .starts_with("1000000000 is over the limit of "),
+            "{}",
+            count.message
+        );
+        assert!(
+            count
+                .message
+                .contains("over the memory budget of 1 GiB (the default memory budget)"),
+            "{}",
+            count.message
+        );
+        // The spec's own budget applies when the runner gives none...
+        spec.storm.keys.count = 100_000;
+        spec.storm.memory_budget = Some(ByteSize::mib(50));
+        let error = spec.validate().unwrap_err().to_string();
+        assert!(error.contains("(spec.storm.memoryBudget)"), "{error}");
+        // ...and the runner's overrides it.
+        let limits = Limits {
+            budget: Some(MemoryBudget::new(ByteSize::gib(4), "--memory-budget")),
+            ..Limits::cluster()
+        };
+        assert_eq!(spec.validate_with(&limits), Ok(()));
+    }
+
+    #[test]
+    fn a_budget_too_small_for_any_storm_names_the_budget() {
+        let mut spec = valid();
+        spec.storm.memory_budget = Some(ByteSize::mib(1));
+        let error = spec.validate().unwrap_err();
+        assert_eq!(error.0.last().unwrap().field, "spec.storm.memoryBudget");
+        assert!(
+            error
+                .to_string()
+                .contains("over the memory budget of 1 MiB"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn hard_limits_hold_whatever_the_budget() {
+        let roomy = Limits {
+            budget: Some(MemoryBudget::new(ByteSize(u64::MAX), "test")),
+            ..Limits::cluster()
+        };
+        let cases: [(&str, fn(&mut MapChaosSpec)); 4] = [
+            ("spec.storm.keys.count", |s| {
+                s.storm.keys.count = MAX_KEYS + 1
+            }),
+            ("spec.storm.keys.prefix", |s| {
+                s.storm.keys.prefix = "p".repeat(MAX_PREFIX_LEN + 1)
+            }),
+            ("spec.storm.rate", |s| s.storm.rate = MAX_RATE + 1),
+            ("spec.check.timeoutPerKey", |s| {
+                s.check.timeout_per_key = crate::GoDuration::from_secs(3601)
+            }),
+        ];
+        for (field, make) in cases {
+            let mut spec = valid();
+            make(&mut spec);
+            let error = spec.validate_with(&roomy).unwrap_err();
+            assert_eq!(error.0.len(), 1, "{error}");
+            assert_eq!(error.0[0].field, field);
+            assert!(error.0[0].message.contains("over the limit of"), "{error}");
+        }
     }
 
     #[test]
@@ -447,6 +698,11 @@ mod tests {
         assert_eq!(spec.validate(), Ok(()));
         spec.seed = Some(crate::resource::MAX_SEED + 1);
         assert_eq!(fields(&spec), ["spec.seed"]);
+        // A storm request carries its seed too.
+        assert_eq!(
+            spec.validate_storm(&Limits::cluster()).unwrap_err().0[0].field,
+            "spec.seed"
+        );
     }
 
     #[test]

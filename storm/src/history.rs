@@ -94,7 +94,21 @@ pub enum Op {
     },
 }
 
+/// A SCAN's result costs the record budget one operation per this many keys
+/// it returned (on top of its own), so `check.maxOps` bounds the memory a
+/// history holds whatever the mix.
+pub const SCAN_KEYS_PER_OP: usize = 16;
+
 impl Op {
+    /// How much of the record budget recording this takes: one, and for a
+    /// SCAN one more per [`SCAN_KEYS_PER_OP`] keys returned.
+    pub fn record_weight(&self) -> usize {
+        match self {
+            Op::Scan { found } => 1 + found.len() / SCAN_KEYS_PER_OP,
+            _ => 1,
+        }
+    }
+
     /// The key of a single-key operation; `None` for a SCAN.
     pub fn key(&self) -> Option<KeyId> {
         match *self {
@@ -149,7 +163,8 @@ mod ret_or_null {
 }
 
 /// The bound on how many operations a storm records (`check.maxOps`), shared
-/// by its workers.
+/// by its workers; a SCAN takes more of it the more keys it returned (see
+/// [`Op::record_weight`]).
 ///
 /// When it runs out, recording stops at a cut instant: every operation called
 /// before the cut is kept (all workers still record those, so the bound may be
@@ -232,29 +247,33 @@ impl Recorder {
             self.stopped = true;
             return;
         }
-        if self.reserved == 0 {
-            self.reserved = self.budget.reserve();
-        }
-        if self.reserved == 0 {
-            match self.budget.cut.compare_exchange(
-                u64::MAX,
-                call,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    self.stopped = true;
-                    return;
-                }
-                // Another worker cut after this call: the prefix must keep it.
-                Err(cut) if call < cut => {}
-                Err(_) => {
-                    self.stopped = true;
-                    return;
+        let mut needed = op.record_weight();
+        while needed > 0 {
+            if self.reserved == 0 {
+                self.reserved = self.budget.reserve();
+            }
+            if self.reserved == 0 {
+                match self.budget.cut.compare_exchange(
+                    u64::MAX,
+                    call,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        self.stopped = true;
+                        return;
+                    }
+                    // Another worker cut after this call: the prefix must keep it.
+                    Err(cut) if call < cut => break,
+                    Err(_) => {
+                        self.stopped = true;
+                        return;
+                    }
                 }
             }
-        } else {
-            self.reserved -= 1;
+            let taken = needed.min(self.reserved);
+            self.reserved -= taken;
+            needed -= taken;
         }
         self.events.push(Event {
             client: self.client,
@@ -676,5 +695,20 @@ mod tests {
         assert_eq!(calls, [0, 11, 21, 25]);
         assert!(history.events()[3].is_info());
         assert!(!history.events()[2].is_info());
+    }
+
+    #[test]
+    fn a_scan_takes_budget_for_the_keys_it_returned() {
+        let budget = RecordBudget::new(10);
+        let mut a = Recorder::new(0, budget.clone());
+        let found: Box<[KeyId]> = vec![0; 4 * SCAN_KEYS_PER_OP].into();
+        let scan = Op::Scan { found };
+        assert_eq!(scan.record_weight(), 5);
+        a.record(0, 10, scan.clone());
+        a.record(11, 20, scan.clone());
+        // 10 slots, both scans took 5: the third is over budget, cut there.
+        a.record(21, 30, set(0, 0, 0));
+        assert_eq!(budget.cut(), Some(21));
+        assert_eq!(a.len(), 2);
     }
 }

@@ -84,6 +84,10 @@ pub struct StormPlan {
     pub seed: u64,
     /// Worker threads for the checker (0: one per core).
     pub check_threads: usize,
+    /// The most memory the checker's searches may hold at once, shared by
+    /// its threads (`None`: 1 GiB per thread); what the storm's memory
+    /// budget leaves them.
+    pub check_memory: Option<usize>,
 }
 
 /// Shared between a running storm and whoever watches or stops it.
@@ -518,6 +522,7 @@ pub fn run(
             per_key_budget: plan.check.timeout_per_key.0,
             threads: plan.check_threads,
             cancel: Some(control.interrupted_flag()),
+            memory: plan.check_memory,
             ..CheckOptions::default()
         };
         let report = check(&history, &options);

@@ -32,6 +32,10 @@ pub struct CheckOptions {
     /// When set, the check stops soon after (a signal, a shutdown): the keys
     /// not decided by then are `unknown`, never `ok`.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The most memory the searches may hold at once, shared by the
+    /// threads: a key whose search outgrows its thread's share is `unknown`.
+    /// `None`: 1 GiB per thread.
+    pub memory: Option<usize>,
 }
 
 impl Default for CheckOptions {
@@ -41,6 +45,7 @@ impl Default for CheckOptions {
             threads: thread::available_parallelism().map_or(1, |n| n.get()),
             max_witnesses: 10,
             cancel: None,
+            memory: None,
         }
     }
 }
@@ -230,6 +235,9 @@ fn check_keys(
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(order.len()));
     let threads = options.threads.clamp(1, order.len().max(1));
+    let memo_bytes = options
+        .memory
+        .map_or(search::MAX_MEMO_BYTES, |memory| memory / threads);
     thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
@@ -245,6 +253,7 @@ fn check_keys(
                         key as KeyId,
                         &by_key[key],
                         options.per_key_budget,
+                        memo_bytes,
                         needs_intervals,
                     );
                     local.push((key, outcome));
@@ -263,7 +272,13 @@ fn check_keys(
     outcomes
 }
 
-fn check_key(key: KeyId, ops: &[KeyOp], budget: Duration, needs_intervals: bool) -> KeyOutcome {
+fn check_key(
+    key: KeyId,
+    ops: &[KeyOp],
+    budget: Duration,
+    memo_bytes: usize,
+    needs_intervals: bool,
+) -> KeyOutcome {
     let exposure = exposure::sweep(ops);
     let intervals = if needs_intervals {
         scan::KeyIntervals::of(ops)
@@ -288,7 +303,7 @@ fn check_key(key: KeyId, ops: &[KeyOp], budget: Duration, needs_intervals: bool)
         KeyVerdict::Illegal
     } else {
         let deadline = Instant::now() + budget;
-        match search::linearize(ops, deadline) {
+        match search::linearize_within(ops, deadline, memo_bytes) {
             search::Outcome::Linearizable => KeyVerdict::Ok,
             search::Outcome::OutOfBudget => KeyVerdict::Unknown,
             search::Outcome::Illegal { prefix } => {

@@ -76,7 +76,15 @@ pub(crate) fn cancelled() -> bool {
 /// set; a collision there can only prune a branch (never invent a legal
 /// order), so its "linearizable" is exact, and its "illegal" is confirmed by
 /// a pass that memoises the sets themselves before being reported.
+#[cfg(test)]
 pub(crate) fn linearize(ops: &[KeyOp], deadline: Instant) -> Outcome {
+    linearize_within(ops, deadline, MAX_MEMO_BYTES)
+}
+
+/// [`linearize`] with a memo of at most `memo_bytes` (the key is out of
+/// budget past it).
+pub(crate) fn linearize_within(ops: &[KeyOp], deadline: Instant, memo_bytes: usize) -> Outcome {
+    let limit = (memo_bytes / MEMO_BYTES_PER_WORD).max(1);
     // An unknown read changes nothing and any output is accepted, so it
     // constrains nothing: leave it out rather than let the search place it.
     let unknown_read =
@@ -84,15 +92,22 @@ pub(crate) fn linearize(ops: &[KeyOp], deadline: Instant) -> Outcome {
     if ops.iter().any(unknown_read) {
         let kept: Vec<usize> = (0..ops.len()).filter(|&i| !unknown_read(&ops[i])).collect();
         let sub: Vec<KeyOp> = kept.iter().map(|&i| ops[i]).collect();
-        return match linearize(&sub, deadline) {
+        return match linearize_within(&sub, deadline, memo_bytes) {
             Outcome::Illegal { prefix } => Outcome::Illegal {
                 prefix: prefix.into_iter().map(|i| kept[i]).collect(),
             },
             outcome => outcome,
         };
     }
-    match run(ops, deadline, &mut Hashed::for_ops(ops.len())) {
-        Outcome::Illegal { .. } => run(ops, deadline, &mut Exact::default()),
+    match run(ops, deadline, &mut Hashed::for_ops(ops.len(), limit)) {
+        Outcome::Illegal { .. } => run(
+            ops,
+            deadline,
+            &mut Exact {
+                limit,
+                ..Exact::default()
+            },
+        ),
         outcome => outcome,
     }
 }
@@ -142,14 +157,14 @@ trait Visited {
 /// Memoises one 64-bit word per pair: the set's Zobrist hash mixed with
 /// the state. Half the memory of keeping them apart, which is what decides
 /// the speed on hot keys (the memo outgrows the caches).
-struct Hashed(HashSet<u64, FxBuild>);
+struct Hashed(HashSet<u64, FxBuild>, usize);
 
 impl Hashed {
-    fn for_ops(n: usize) -> Hashed {
-        Hashed(HashSet::with_capacity_and_hasher(
-            n.saturating_mul(2),
-            FxBuild::default(),
-        ))
+    fn for_ops(n: usize, limit: usize) -> Hashed {
+        Hashed(
+            HashSet::with_capacity_and_hasher(n.saturating_mul(2).min(limit), FxBuild::default()),
+            limit,
+        )
     }
 }
 
@@ -159,7 +174,7 @@ impl Visited for Hashed {
     }
 
     fn exhausted(&self) -> bool {
-        self.0.len() > MAX_MEMO_WORDS
+        self.0.len() > self.1
     }
 }
 
@@ -170,6 +185,7 @@ impl Visited for Hashed {
 struct Exact {
     set: HashSet<(u32, Box<[u64]>, u64), FxBuild>,
     words: usize,
+    limit: usize,
 }
 
 impl Visited for Exact {
@@ -183,7 +199,7 @@ impl Visited for Exact {
     }
 
     fn exhausted(&self) -> bool {
-        self.words > MAX_MEMO_WORDS
+        self.words > self.limit
     }
 }
 
@@ -239,9 +255,15 @@ impl Linearized {
     }
 }
 
-/// The memo's memory bound per key (in 64-bit words, about 256 MiB): past it
-/// the key is unknown rather than the process out of memory.
-const MAX_MEMO_WORDS: usize = 1 << 25;
+/// The memo's default memory bound per key: past it the key is unknown
+/// rather than the process out of memory.
+pub(crate) const MAX_MEMO_BYTES: usize = 1 << 30;
+/// What one memoised word costs at the worst moment: a hash set of `u64`
+/// at its lowest load (7/16 after doubling) is 9 bytes per bucket, and while
+/// it doubles the old table is still there (3 tables' worth of buckets per
+/// entry-and-a-bit); the exact memo's boxed windows cost about the same per
+/// word. So a bound of N bytes admits N / 32 words.
+const MEMO_BYTES_PER_WORD: usize = 32;
 
 /// Spreads a register state over 64 bits, independently of [`zobrist`].
 fn mix_state(state: u64) -> u64 {

@@ -61,6 +61,7 @@ fn options() -> CheckOptions {
         threads: 2,
         max_witnesses: 10,
         cancel: None,
+        memory: None,
     }
 }
 
@@ -301,6 +302,27 @@ fn a_key_that_runs_out_of_budget_is_unknown_and_the_verdict_inconclusive() {
     assert_eq!(report.total_anomalies(), 0);
     assert!(report.total_exposures() > 0);
     assert_eq!(report.verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn a_key_whose_search_outgrows_its_memory_share_is_unknown() {
+    let keys = vec![b"k0".to_vec()];
+    let history = History::new(keys, 0, false, hard_to_refute()).unwrap();
+    // Time enough for hours of search: only the memory bound can stop it.
+    let cramped = CheckOptions {
+        per_key_budget: Duration::from_secs(3600),
+        memory: Some(2 * 64 * 1024),
+        ..options()
+    };
+    let started = std::time::Instant::now();
+    let report = check(&history, &cramped);
+    assert_eq!(report.keys.unknown, 1);
+    assert_eq!(report.keys.illegal + report.keys.ok, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "stopped by its memory bound, not its time: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
