@@ -51,6 +51,7 @@ pub fn run(args: CheckArgs) -> Exit {
         threads: args.threads,
         max_witnesses: args.max_witnesses,
         cancel: None,
+        ..CheckOptions::default()
     };
     let report = check(&history, &options);
     match args.output {

@@ -7,6 +7,7 @@ mod exit;
 mod manifest;
 mod metrics_server;
 mod operator;
+mod preflight;
 mod run;
 mod signals;
 mod telemetry;

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mapchaos_api::GoDuration;
+use mapchaos_api::budget::{self, StormShape, StormSite};
+use mapchaos_api::resource::MAX_SEED;
 use mapchaos_api::spec::KeySource;
 use mapchaos_api::storm::{StopReason, StormPhase};
+use mapchaos_api::validate::{InvalidSpec, Limits};
+use mapchaos_api::{ByteSize, GoDuration, Verdict};
 use mapchaos_sidecar::config::EngineKind;
 use mapchaos_sidecar::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
 use mapchaos_sidecar::metrics::SidecarMetrics;
@@ -21,7 +24,7 @@ use mapchaos_storm::runner::{self, StormControl, StormPlan, StormTarget};
 use mapchaos_storm::verdict::Judging;
 
 use crate::exit::{Exit, exit_for_verdict};
-use crate::manifest;
+use crate::{manifest, preflight};
 
 /// Output format of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,7 +37,8 @@ pub enum OutputFormat {
 
 /// `mapchaos run FILE`: storm locally and print the report.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit status: 0 pass, 1 anomalies found, 2 bad input, \
+#[command(after_help = "Exit status: 0 pass, 1 anomalies found, 2 bad input \
+(the message names the field or flag and its limit; nothing was run), \
 3 inconclusive (nothing proven: no overlapping operations of known outcome, \
 keys the search could not finish, or more failed operations than \
 abort.maxErrorRate, 5% by default), 4 the storm could not run (or its restore \
@@ -45,7 +49,14 @@ Signals: SIGINT, SIGTERM or SIGHUP stops whatever phase runs within a second \
 restores what the storm took (with spec.storm.restore), prints the partial \
 report and exits 128 + the signal's number: 130 SIGINT, 143 SIGTERM, 129 \
 SIGHUP. A second signal while restoring only says how far the restore is; a \
-third exits at once with status 6, naming how many keys were not restored.")]
+third exits at once with status 6, naming how many keys were not restored.
+
+Memory: before anything runs, the storm's memory is estimated from the \
+manifest (keys.count, keys.prefix, keys.valueSize, workers, pipeline, \
+check.maxOps, rate x duration) and held to --memory-budget, else \
+spec.storm.memoryBudget, else half of this container's memory limit or of the \
+machine's available memory; a storm over it is refused with exit 2, naming \
+each field and the largest value of it that fits.")]
 pub struct RunArgs {
     /// A YAML file with a MapChaos (other kinds in it are skipped).
     pub file: PathBuf,
@@ -77,9 +88,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub workers: Option<u32>,
 
-    /// Override the seed (`spec.seed`, else random), to replay a storm.
-    #[arg(long)]
+    /// Override the seed (`spec.seed`, else random), to replay a storm; at
+    /// most 2^53-1, like `spec.seed`, so a seed a report prints can go in a
+    /// manifest.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=MAX_SEED))]
     pub seed: Option<u64>,
+
+    /// The most memory the storm may use ("512Mi", "2GiB"): its key table,
+    /// the embedded map's keys, workers and history. Default:
+    /// `spec.storm.memoryBudget`, else half of this container's memory
+    /// limit, else half of the machine's available memory.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_budget: Option<ByteSize>,
 
     /// Report format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -128,21 +148,38 @@ pub fn run(args: RunArgs) -> Exit {
     if let Some(workers) = args.workers {
         spec.storm.workers = workers;
     }
-    if let Err(invalid) = spec.validate_storm() {
+    if let Err(message) = check_flags(&args) {
+        return Exit::bad_input(message);
+    }
+    let mut limits = Limits {
+        budget: preflight::memory_budget(args.memory_budget, &spec),
+        site: StormSite {
+            map_in_process: args.target.is_none(),
+            existing_bytes: None,
+        },
+        selects_pods: false,
+    };
+    let cannot_run = |invalid: InvalidSpec| {
         let lines: Vec<String> = invalid.0.iter().map(|e| format!("  {e}")).collect();
-        return Exit::bad_input(format!(
+        Exit::bad_input(format!(
             "{}: MapChaos {:?} cannot run:\n{}",
             args.file.display(),
             manifest.name,
             lines.join("\n")
-        ));
-    }
-    if args.engine == EngineKind::Lagging && args.lag_ms == 0 {
-        return Exit::bad_input("--lag-ms must be at least 1");
+        ))
+    };
+    if let Err(invalid) = spec.validate_with(&limits) {
+        return cannot_run(invalid);
     }
     if !args.quiet {
         for note in &manifest.notes {
             eprintln!("note: {note}");
+        }
+        // The one cluster rule a local run does not apply: say so.
+        if let Err(invalid) = spec.validate() {
+            for error in invalid.0.iter().filter(|e| e.field == "spec.selector") {
+                eprintln!("note: a cluster would refuse this manifest: {error}");
+            }
         }
         if spec.selector != Default::default() {
             eprintln!("note: spec.selector only matters in a cluster; running the storm locally");
@@ -154,13 +191,14 @@ pub fn run(args: RunArgs) -> Exit {
         }
     }
     let seed = args.seed.or(spec.seed).unwrap_or_else(random_seed);
-    let plan = StormPlan {
+    let mut plan = StormPlan {
         storm: spec.storm.clone(),
         check: spec.check.clone(),
         abort: spec.abort.clone(),
         duration: spec.duration.0,
         seed,
         check_threads: args.check_threads,
+        check_memory: None,
     };
 
     let metrics = Arc::new(SidecarMetrics::new());
@@ -192,6 +230,24 @@ pub fn run(args: RunArgs) -> Exit {
             (Some(engine), Box::new(target))
         }
     };
+    if spec.storm.keys.source == KeySource::Existing && args.target.is_some() {
+        // The storm copies the keys it takes: at most what the server holds.
+        limits.site.existing_bytes = target.memory().live_bytes;
+        if let Err(invalid) = spec.validate_with(&limits) {
+            return cannot_run(invalid);
+        }
+    }
+    let shape = StormShape {
+        storm: spec.storm.clone(),
+        check: spec.check.clone(),
+        duration: spec.duration.0,
+    };
+    let budget = limits.budget_for(&spec);
+    plan.check_memory = Some(budget::check_memory(
+        &shape.footprint(limits.site),
+        budget.bytes.0,
+        args.check_threads.max(1),
+    ) as usize);
 
     let _metrics_server = match args.metrics_addr {
         Some(addr) => match crate::metrics_server::start(addr, engine.clone(), metrics.clone()) {
@@ -304,9 +360,27 @@ fn save_history(path: &PathBuf, history: &mapchaos_storm::History) -> anyhow::Re
     std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// A random seed a manifest can carry (`spec.seed` is at most 2^53-1).
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now())
+    RandomState::new().hash_one(Instant::now()) & MAX_SEED
+}
+
+/// The flags checked before anything runs: the target's URL, the files the
+/// storm will write, the flags that size time and threads.
+fn check_flags(args: &RunArgs) -> Result<(), String> {
+    if let Some(url) = &args.target {
+        preflight::target_url(url)?;
+    }
+    if let Some(path) = &args.history {
+        preflight::output_path("--history", path)?;
+    }
+    preflight::request_timeout(args.request_timeout.0)?;
+    preflight::check_threads(args.check_threads)?;
+    if args.engine == EngineKind::Lagging && args.lag_ms == 0 {
+        return Err("--lag-ms must be at least 1".into());
+    }
+    Ok(())
 }
 
 /// The live progress bar: phase, elapsed of total, ops, ops/s, errors.

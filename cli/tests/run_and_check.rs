@@ -122,7 +122,8 @@ fn bad_input_exits_2_and_names_the_field() {
     let typo = dir.join("typo.yaml");
     std::fs::write(
         &typo,
-        "kind: MapChaos\nmetadata: {name: t}\nspec:\n  storm: {wrkers: 4}\n",
+        "apiVersion: mapchaos.io/v1alpha1\nkind: MapChaos\nmetadata: {name: t}\n\
+         spec:\n  storm: {wrkers: 4}\n",
     )
     .unwrap();
     let output = mapchaos(&["run", typo.to_str().unwrap()]);

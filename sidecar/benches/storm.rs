@@ -42,6 +42,7 @@ fn plan(workers: u32, keys: u64, history: bool, max_ops: u64, seconds: f64) -> S
         duration: Duration::from_secs_f64(seconds),
         seed: 1,
         check_threads: 1,
+        check_memory: None,
     }
 }
 

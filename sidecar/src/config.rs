@@ -123,6 +123,16 @@ pub struct SidecarArgs {
     #[arg(long, env = "MAPCHAOS_DELETE_LOG_REDACT_KEYS")]
     pub delete_log_redact_keys: bool,
 
+    /// The most memory one storm may use ("256Mi", "1Gi"). A storm estimated
+    /// over it is refused (HTTP 422, naming the field to shrink and the
+    /// largest value that fits). Without it: half of what the container's
+    /// memory limit (cgroup v2 memory.max, v1 memory.limit_in_bytes) leaves
+    /// over what the sidecar holds, the application's data included, read
+    /// when each storm is asked for; half the machine's available memory
+    /// when there is no limit. Never more than the limit leaves.
+    #[arg(long, env = "MAPCHAOS_STORM_MEMORY_BUDGET", value_name = "SIZE")]
+    pub storm_memory_budget: Option<mapchaos_api::ByteSize>,
+
     /// How long to let in-flight replies finish after SIGTERM before exiting.
     #[arg(long, env = "MAPCHAOS_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub drain_timeout_secs: u64,

@@ -11,6 +11,7 @@ pub mod engine;
 mod finished;
 pub mod http;
 pub mod memory;
+pub mod memory_limit;
 pub mod metrics;
 pub mod resp;
 pub mod server;

@@ -19,7 +19,7 @@ use crate::http::{self, HttpState};
 use crate::memory::{self, HeapRelease};
 use crate::metrics::SidecarMetrics;
 use crate::server;
-use crate::storms::{Storms, StormsConfig};
+use crate::storms::{StormBudget, Storms, StormsConfig};
 
 /// How often active expiry runs, how many keys one pass may remove, and how
 /// many passes one tick may chain while each finds a full budget of expired
@@ -82,6 +82,10 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
         metrics.clone(),
         StormsConfig {
             finished_max_bytes: args.finished_storms_max_bytes,
+            storm_budget: StormBudget {
+                ceiling: args.storm_memory_budget,
+                ..StormBudget::default()
+            },
         },
     );
     let http_state = Arc::new(HttpState {

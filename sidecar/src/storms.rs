@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mapchaos_api::audit::StormAudit;
+use mapchaos_api::ByteSize;
+use mapchaos_api::budget::{self, StormShape, StormSite};
 use mapchaos_api::spec::{KeySource, MapChaosSpec, PodSelector, SelectionMode};
 use mapchaos_api::storm::{StopReason, StormPhase, StormReport, StormRequest, StormStatus};
-use mapchaos_api::validate::InvalidSpec;
+use mapchaos_api::validate::{FieldError, InvalidSpec, Limits, MemoryBudget};
 use mapchaos_storm::History;
 use mapchaos_storm::restore::RestoreOutcome;
 use mapchaos_storm::runner::{self, StormControl, StormPlan};
@@ -23,11 +25,50 @@ use crate::app_probe::AppProbe;
 use crate::audit::journal::JournalRecorder;
 use crate::engine::MapEngine;
 use crate::finished::{self, Shelf, Shelved};
+use crate::memory_limit::MemorySources;
 use crate::metrics::SidecarMetrics;
 use crate::storm_target::{EngineTarget, WithMetrics};
 
 /// How often the lease watchdog looks.
 const LEASE_CHECK: Duration = Duration::from_millis(200);
+
+/// The longest lease a storm may ask for: past it a storm whose operator
+/// is gone would go on storming the application's map.
+pub const MAX_LEASE: Duration = Duration::from_secs(600);
+
+/// How the sidecar sizes each storm's memory budget, when the storm is asked
+/// for (the map's data grows and shrinks between storms).
+#[derive(Debug, Clone, Default)]
+pub struct StormBudget {
+    /// `--storm-memory-budget`: the most one storm may use. Even then never
+    /// more than the container's limit leaves over what the sidecar holds.
+    pub ceiling: Option<ByteSize>,
+    /// Where the container's limit and the process's memory are read.
+    pub sources: MemorySources,
+}
+
+impl StormBudget {
+    /// The budget a storm asked for now gets.
+    pub fn now(&self) -> MemoryBudget {
+        let derived = self.sources.storm_budget();
+        let Some(ceiling) = self.ceiling else {
+            return derived;
+        };
+        match (self.sources.container_limit(), self.sources.resident()) {
+            (Some(limit), Some(resident)) if limit.saturating_sub(resident) < ceiling.0 => {
+                MemoryBudget::new(
+                    ByteSize(limit.saturating_sub(resident)),
+                    format!(
+                        "--storm-memory-budget {ceiling}, cut to what the container's limit of {} leaves over the {} the sidecar holds",
+                        ByteSize(limit),
+                        ByteSize(resident)
+                    ),
+                )
+            }
+            _ => MemoryBudget::new(ceiling, format!("--storm-memory-budget {ceiling}")),
+        }
+    }
+}
 
 /// The longest accepted storm id, and its alphabet: ids appear in URLs and logs.
 pub const MAX_ID_LEN: usize = 128;
@@ -90,6 +131,8 @@ impl Recorded {
 struct Storm {
     id: String,
     request: StormRequest,
+    /// What the budget leaves the checker's searches.
+    check_memory: usize,
     control: Arc<StormControl>,
     lease_deadline: Mutex<Instant>,
     outcome: Mutex<Option<Ending>>,
@@ -190,7 +233,7 @@ pub enum PutOutcome {
     Existing(StormStatus),
     /// Another storm is running.
     Busy { running: String },
-    /// The request cannot run.
+    /// The request cannot run (or not within the memory budget).
     Invalid(InvalidSpec),
 }
 
@@ -204,20 +247,26 @@ pub struct Storms {
     /// The shelf's budget, readable without its lock (which is taken after
     /// a storm's own lock never before it).
     finished_max_bytes: u64,
+    budget: StormBudget,
 }
 
-/// How a [`Storms`] keeps what finished storms leave.
+/// How a [`Storms`] keeps what finished storms leave, and how much memory a
+/// new storm may use.
 #[derive(Debug, Clone)]
 pub struct StormsConfig {
     /// The byte budget of finished storms' reports and histories
     /// (`--finished-storms-max-bytes`).
     pub finished_max_bytes: u64,
+    /// The memory budget of each storm (`--storm-memory-budget`, the
+    /// container's limit).
+    pub storm_budget: StormBudget,
 }
 
 impl Default for StormsConfig {
     fn default() -> Self {
         StormsConfig {
             finished_max_bytes: finished::DEFAULT_MAX_BYTES,
+            storm_budget: StormBudget::default(),
         }
     }
 }
@@ -239,8 +288,25 @@ pub enum Missing {
 }
 
 impl Storms {
+    /// Storms budgeted from the container's memory limit.
     pub fn new(engine: Arc<dyn MapEngine>, metrics: Arc<SidecarMetrics>) -> Arc<Self> {
         Self::with_config(engine, metrics, StormsConfig::default())
+    }
+
+    /// Storms held to `budget`, finished storms kept as by default.
+    pub fn with_budget(
+        engine: Arc<dyn MapEngine>,
+        metrics: Arc<SidecarMetrics>,
+        budget: StormBudget,
+    ) -> Arc<Self> {
+        Self::with_config(
+            engine,
+            metrics,
+            StormsConfig {
+                storm_budget: budget,
+                ..StormsConfig::default()
+            },
+        )
     }
 
     pub fn with_config(
@@ -251,6 +317,7 @@ impl Storms {
         Arc::new(Storms {
             engine,
             metrics,
+            budget: config.storm_budget,
             probe: AppProbe::new(),
             running: Mutex::new(None),
             finished: Mutex::new(Shelf::new(config.finished_max_bytes)),
@@ -294,9 +361,10 @@ impl Storms {
             *storm.lease_deadline.lock() = Instant::now() + storm.request.lease.0;
             return PutOutcome::Existing(storm.status());
         }
-        if let Err(invalid) = validate(&request) {
-            return PutOutcome::Invalid(invalid);
-        }
+        let check_memory = match self.validate(&request) {
+            Ok(check_memory) => check_memory,
+            Err(invalid) => return PutOutcome::Invalid(invalid),
+        };
         let mut running = self.running.lock();
         if let Some(other) = running.as_ref() {
             return PutOutcome::Busy {
@@ -307,6 +375,7 @@ impl Storms {
             id: id.to_owned(),
             lease_deadline: Mutex::new(Instant::now() + request.lease.0),
             request,
+            check_memory,
             control: StormControl::new(),
             outcome: Mutex::new(None),
         });
@@ -336,7 +405,8 @@ impl Storms {
             abort: request.abort.clone(),
             duration: request.duration.0,
             seed: request.seed,
-            check_threads: 0,
+            check_threads: 1,
+            check_memory: Some(storm.check_memory),
         };
         // A storm on existing keys deletes the application's keys: journal them.
         let journal = (request.storm.keys.source == KeySource::Existing)
@@ -484,40 +554,74 @@ fn watch_lease(storm: &Storm) {
     }
 }
 
-/// The same rules as a MapChaos's storm part.
-fn validate(request: &StormRequest) -> Result<(), InvalidSpec> {
-    let spec = MapChaosSpec {
-        selector: PodSelector::default(),
-        mode: SelectionMode::All,
-        value: None,
-        duration: request.duration,
-        storm: request.storm.clone(),
-        check: request.check.clone(),
-        abort: request.abort.clone(),
-        schedule: None,
-        concurrency_policy: Default::default(),
-        history_limit: 10,
-        dry_run: false,
-        paused: false,
-        seed: Some(request.seed),
-    };
-    // The request has no `spec.` level: name fields as the request does.
-    spec.validate_storm().map_err(|InvalidSpec(errors)| {
-        InvalidSpec(
-            errors
+impl Storms {
+    /// The same rules as a MapChaos's storm part, within the memory budget
+    /// the sidecar has now (the data already in the map is not the storm's
+    /// to take); the memory that leaves the checker when it fits.
+    fn validate(&self, request: &StormRequest) -> Result<usize, InvalidSpec> {
+        let spec = MapChaosSpec {
+            selector: PodSelector::default(),
+            mode: SelectionMode::All,
+            value: None,
+            duration: request.duration,
+            storm: request.storm.clone(),
+            check: request.check.clone(),
+            abort: request.abort.clone(),
+            schedule: None,
+            concurrency_policy: Default::default(),
+            history_limit: 10,
+            dry_run: false,
+            paused: false,
+            seed: Some(request.seed),
+        };
+        let sidecar = self.budget.now();
+        let budget = match request.storm.memory_budget {
+            Some(asked) if asked < sidecar.bytes => MemoryBudget::new(asked, "storm.memoryBudget"),
+            _ => sidecar,
+        };
+        // Existing keys are copied from this map: at most what it holds.
+        let existing_bytes = (request.storm.keys.source == KeySource::Existing)
+            .then(|| self.engine.memory().live_bytes);
+        let site = StormSite {
+            map_in_process: true,
+            existing_bytes,
+        };
+        let limits = Limits {
+            budget: Some(budget.clone()),
+            site,
+            selects_pods: false,
+        };
+        // The request has no `spec.` level: name fields as the request does.
+        let mut errors = match spec.validate_storm(&limits) {
+            Ok(()) => Vec::new(),
+            Err(InvalidSpec(errors)) => errors
                 .into_iter()
                 .map(|mut e| {
                     e.field = e.field.trim_start_matches("spec.").to_owned();
                     e
                 })
                 .collect(),
-        )
-    })?;
-    if request.lease.0.is_zero() {
-        return Err(InvalidSpec(vec![mapchaos_api::validate::FieldError {
-            field: "lease".into(),
-            message: "must be longer than 0s".into(),
-        }]));
+        };
+        if request.lease.0.is_zero() {
+            errors.push(FieldError {
+                field: "lease".into(),
+                message: "must be longer than 0s".into(),
+            });
+        } else if request.lease.0 > MAX_LEASE {
+            errors.push(FieldError {
+                field: "lease".into(),
+                message: format!("{} is over the limit of 10m", request.lease),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(InvalidSpec(errors));
+        }
+        let shape = StormShape {
+            storm: request.storm.clone(),
+            check: request.check.clone(),
+            duration: request.duration.0,
+        };
+        let footprint = shape.footprint(site);
+        Ok(budget::check_memory(&footprint, budget.bytes.0, 1) as usize)
     }
-    Ok(())
 }

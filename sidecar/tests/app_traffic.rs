@@ -130,6 +130,7 @@ fn plan(seed: u64, prefix: &str, keys: u64, mix: OpMix, include_clients: bool) -
         duration: Duration::from_millis(400),
         seed,
         check_threads: 2,
+        check_memory: None,
     }
 }
 

@@ -15,7 +15,7 @@ use mapchaos_api::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, hex, signed_mess
 use mapchaos_sidecar::control_api::{self, Verifier};
 use mapchaos_sidecar::engine::{Clock, MapEngine, SetExpiry, SetOptions, ShardedEngine, Ttl};
 use mapchaos_sidecar::metrics::SidecarMetrics;
-use mapchaos_sidecar::storms::Storms;
+use mapchaos_sidecar::storms::{StormBudget, Storms};
 use serde_json::{Value, json};
 
 const KEY: [u8; 32] = [7; 32];
@@ -28,8 +28,12 @@ struct Api {
 
 impl Api {
     fn start() -> Api {
+        Self::start_with(StormBudget::default())
+    }
+
+    fn start_with(budget: StormBudget) -> Api {
         let engine: Arc<dyn MapEngine> = Arc::new(ShardedEngine::new(8, Clock::System));
-        let storms = Storms::new(engine.clone(), Arc::new(SidecarMetrics::new()));
+        let storms = Storms::with_budget(engine.clone(), Arc::new(SidecarMetrics::new()), budget);
         let public = hex(SigningKey::from_bytes(&KEY).verifying_key().as_bytes());
         let verifier = Verifier::from_hex(Some(&public)).unwrap();
         let (runtime, listener, port) = common::runtime_with_listener(1);
@@ -295,4 +299,215 @@ fn restore_puts_back_deleted_keys_but_never_over_the_apps_writes() {
             }
         }
     }
+}
+
+/// A sidecar whose storms may use at most `budget`.
+fn budgeted(budget: &str) -> Api {
+    Api::start_with(StormBudget {
+        ceiling: Some(budget.parse().unwrap()),
+        ..StormBudget::default()
+    })
+}
+
+/// A signed PUT of `request` changed by `change` is refused with 422, names
+/// `field`, says `needle`, starts nothing and leaves the map's keys alone.
+fn refused(api: &Api, change: impl FnOnce(&mut Value), field: &str, needle: &str) {
+    for i in 0..100u32 {
+        api.engine.set(
+            Bytes::from(format!("app:{i}")),
+            Bytes::from_static(b"the application's"),
+            SetOptions::default(),
+        );
+    }
+    let mut body = request("1s", "30s");
+    body["check"] = json!({"maxOps": 20_000});
+    change(&mut body);
+    let (status, error) = api.put("too-big", &body);
+    let message = error["error"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        message.contains(&format!("{field}: ")),
+        "{field} not named: {message}"
+    );
+    assert!(message.contains(needle), "no {needle:?} in: {message}");
+    assert_eq!(api.call("GET", "/v1/storms/too-big", "", None).0, 404);
+    assert_eq!(
+        api.engine.len(),
+        100,
+        "the application's keys are all there"
+    );
+}
+
+#[test]
+fn a_billion_keys_in_a_signed_put_are_refused_and_the_map_keeps_its_keys() {
+    let api = Api::start();
+    refused(
+        &api,
+        |b| b["storm"]["keys"]["count"] = json!(1_000_000_000u64),
+        "storm.keys.count",
+        "1000000000 is over the limit of ",
+    );
+}
+
+#[test]
+fn big_values_in_a_put_are_refused_by_the_budget() {
+    refused(
+        &budgeted("256Mi"),
+        |b| {
+            b["storm"]["keys"]["count"] = json!(10_000);
+            b["storm"]["keys"]["valueSize"] = json!(1 << 20);
+        },
+        "storm.keys.valueSize",
+        "1048576 is over the limit of ",
+    );
+}
+
+#[test]
+fn many_workers_in_a_put_are_refused_by_the_budget() {
+    refused(
+        &budgeted("256Mi"),
+        |b| b["storm"]["workers"] = json!(1024),
+        "storm.workers",
+        "1024 is over the limit of ",
+    );
+}
+
+#[test]
+fn a_deep_pipeline_in_a_put_is_refused_by_the_budget() {
+    refused(
+        &budgeted("256Mi"),
+        |b| {
+            b["storm"]["pipeline"] = json!(1024);
+            b["storm"]["keys"]["valueSize"] = json!(1 << 20);
+        },
+        "storm.pipeline",
+        "1024 is over the limit of ",
+    );
+}
+
+#[test]
+fn a_long_history_in_a_put_is_refused_by_the_budget() {
+    refused(
+        &budgeted("256Mi"),
+        |b| b["check"] = json!({"maxOps": 100_000_000u64}),
+        "check.maxOps",
+        "100000000 is over the limit of ",
+    );
+}
+
+#[test]
+fn a_rate_that_records_too_much_in_a_put_is_refused() {
+    refused(
+        &budgeted("256Mi"),
+        |b| {
+            b["storm"]["rate"] = json!(5_000_000);
+            b["duration"] = json!("10m");
+            b["check"] = json!({"maxOps": 100_000_000_000u64});
+        },
+        "storm.rate",
+        "5000000 is over the limit of ",
+    );
+}
+
+#[test]
+fn a_long_prefix_in_a_put_is_refused() {
+    refused(
+        &Api::start(),
+        |b| b["storm"]["keys"]["prefix"] = json!("p".repeat(5000)),
+        "storm.keys.prefix",
+        "over the limit of 1024 bytes",
+    );
+}
+
+#[test]
+fn a_long_lease_or_search_budget_in_a_put_is_refused() {
+    let api = Api::start();
+    refused(
+        &api,
+        |b| b["lease"] = json!("1h"),
+        "lease",
+        "over the limit of 10m",
+    );
+    refused(
+        &api,
+        |b| b["check"] = json!({"timeoutPerKey": "5h"}),
+        "check.timeoutPerKey",
+        "over the limit of 1h",
+    );
+}
+
+#[test]
+fn a_seed_json_cannot_carry_is_refused() {
+    refused(
+        &Api::start(),
+        |b| b["seed"] = json!(u64::MAX),
+        "seed",
+        "over the limit of 9007199254740991",
+    );
+}
+
+#[test]
+fn a_request_may_lower_the_sidecar_budget_but_never_raise_it() {
+    refused(
+        &Api::start(),
+        |b| b["storm"]["memoryBudget"] = json!("8Mi"),
+        "storm.memoryBudget",
+        "over the memory budget of 8 MiB (storm.memoryBudget)",
+    );
+    refused(
+        &budgeted("64Mi"),
+        |b| {
+            b["storm"]["memoryBudget"] = json!("64Gi");
+            b["check"] = json!({"maxOps": 10_000_000});
+        },
+        "check.maxOps",
+        "over the memory budget of 64 MiB (--storm-memory-budget 64 MiB)",
+    );
+}
+
+#[test]
+fn the_data_already_in_the_map_shrinks_what_a_storm_may_use() {
+    use mapchaos_sidecar::memory_limit::MemorySources;
+    // A container limit of what the sidecar holds now plus 400 MiB.
+    let dir = std::env::temp_dir().join(format!("mapchaos-cgroup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sources = MemorySources {
+        cgroup_root: dir.clone(),
+        self_cgroup: dir.join("none"),
+        ..MemorySources::default()
+    };
+    let api = Api::start_with(StormBudget {
+        ceiling: None,
+        sources: sources.clone(),
+    });
+    let resident = sources.resident().unwrap();
+    std::fs::write(dir.join("memory.max"), (resident + (400 << 20)).to_string()).unwrap();
+    // About 150 MiB of history: fits while the map is small...
+    let mut storm = request("200ms", "30s");
+    storm["check"] = json!({"maxOps": 600_000});
+    let (status, body) = api.put("fits", &storm);
+    assert_eq!(status, 201, "{body}");
+    api.wait_final("fits");
+    // ...and not once the application has put 200 MiB in the map.
+    let value = Bytes::from(vec![b'v'; 1 << 20]);
+    for i in 0..200 {
+        api.engine.set(
+            Bytes::from(format!("big:{i}")),
+            value.clone(),
+            SetOptions::default(),
+        );
+    }
+    let (status, error) = api.put("no-room", &storm);
+    assert_eq!(status, 422, "{error}");
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("check.maxOps: 600000 is over the limit of "),
+        "{message}"
+    );
+    assert!(
+        message.contains("the container's memory limit of"),
+        "{message}"
+    );
+    assert!((0..200).all(|i| api.engine.get(format!("big:{i}").as_bytes()).is_some()));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -34,6 +34,7 @@ fn plan(seed: u64, workers: u32, keys: u64, mix: OpMix, millis: u64) -> StormPla
         duration: Duration::from_millis(millis),
         seed,
         check_threads: 2,
+        check_memory: None,
     }
 }
 
