@@ -426,7 +426,8 @@ mod tests {
     fn each_field_that_sizes_memory_is_named_when_it_alone_is_too_big() {
         let budget = ByteSize::gib(1).0;
         let site = StormSite::IN_PROCESS;
-        let cases: [(&str, fn(&mut StormShape)); 7] = [
+        type Case = (&'static str, fn(&mut StormShape));
+        let cases: [Case; 7] = [
             ("storm.keys.count", |s| s.storm.keys.count = 100_000_000),
             ("storm.keys.valueSize", |s| {
                 s.storm.keys.count = 1_000_000;

@@ -669,7 +669,8 @@ mod tests {
             budget: Some(MemoryBudget::new(ByteSize(u64::MAX), "test")),
             ..Limits::cluster()
         };
-        let cases: [(&str, fn(&mut MapChaosSpec)); 4] = [
+        type Case = (&'static str, fn(&mut MapChaosSpec));
+        let cases: [Case; 4] = [
             ("spec.storm.keys.count", |s| {
                 s.storm.keys.count = MAX_KEYS + 1
             }),
