@@ -13,7 +13,7 @@ use mapchaos_api::resource::MAX_SEED;
 use mapchaos_api::spec::KeySource;
 use mapchaos_api::storm::{StopReason, StormPhase};
 use mapchaos_api::validate::{InvalidSpec, Limits};
-use mapchaos_api::{ByteSize, GoDuration, Verdict};
+use mapchaos_api::{ByteSize, GoDuration};
 use mapchaos_sidecar::config::EngineKind;
 use mapchaos_sidecar::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
 use mapchaos_sidecar::metrics::SidecarMetrics;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mapchaos_api::audit::StormAudit;
 use mapchaos_api::ByteSize;
+use mapchaos_api::audit::StormAudit;
 use mapchaos_api::budget::{self, StormShape, StormSite};
 use mapchaos_api::spec::{KeySource, MapChaosSpec, PodSelector, SelectionMode};
 use mapchaos_api::storm::{StopReason, StormPhase, StormReport, StormRequest, StormStatus};

@@ -92,6 +92,7 @@ fn plan(seed: u64) -> StormPlan {
         duration: Duration::from_millis(1_500),
         seed,
         check_threads: 1,
+        check_memory: None,
     }
 }
 

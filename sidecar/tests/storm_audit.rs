@@ -168,6 +168,7 @@ fn the_journal_lists_exactly_the_deleted_keys_and_a_key_the_app_wrote_is_left_to
         duration: Duration::from_millis(400),
         seed: 9,
         check_threads: 1,
+        check_memory: None,
     };
     let outcome = runner::run(&plan, &target, &StormControl::new()).unwrap();
     shutdown.cancel();
