@@ -477,7 +477,7 @@ fn default_true() -> bool {
 }
 
 fn default_max_ops() -> u64 {
-    2_000_000
+    1_000_000
 }
 
 fn default_timeout_per_key() -> GoDuration {
