@@ -164,6 +164,9 @@ pub struct StormReport {
     /// Existing keys put back after the storm.
     #[serde(default)]
     pub restored_keys: u64,
+    /// How every stormed key ended, when the storm restored existing keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreCounts>,
     /// What became of the existing keys the storm deleted (its delete
     /// journal, `GET /v1/storms/{id}/audit`), when it ran in the sidecar on
     /// existing keys.
@@ -183,6 +186,23 @@ pub struct StormReport {
     /// One sentence on why the verdict is what it is.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub verdict_reason: String,
+}
+
+/// What a restore did, key by key, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreCounts {
+    /// Keys by outcome: `restored` (original back), `restored_unwatched`
+    /// (original back while the application's writes could not be watched),
+    /// `untouched`, `app_wrote` (left holding the application's value),
+    /// `app_write_restored` (the application's last write put back over the
+    /// storm's), `app_write_lost` (the application wrote a value that cannot
+    /// be replayed and the storm overwrote it: left absent), `expired`,
+    /// `contended`, `failed`. Outcomes no key had are left out.
+    pub outcomes: BTreeMap<String, u64>,
+    /// How the restore told the application's writes apart.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub guarantee: String,
 }
 
 /// What `GET /v1/storms/{id}` answers.

@@ -127,6 +127,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub exclusive: bool,
 
+    /// With `--target`, `keys.source: existing` and `restore: true`: restore
+    /// even when the application's writes cannot be watched (`MONITOR`
+    /// refused by an ACL, renamed, or not served). Without it such a storm
+    /// does not start (exit 4). With it, an application write that the storm
+    /// later overwrote or deleted gets the key's original back; every key
+    /// put back is reported `restored_unwatched`.
+    #[arg(long)]
+    pub restore_unwatched: bool,
+
     /// With `--target`: how long one request may wait for its reply.
     #[arg(long, default_value = "5s")]
     pub request_timeout: GoDuration,
@@ -202,15 +211,21 @@ pub fn run(args: RunArgs) -> Exit {
     };
 
     let metrics = Arc::new(SidecarMetrics::new());
+    let restores = spec.storm.restore && spec.storm.keys.source == KeySource::Existing;
     let (engine, target): (Option<Arc<dyn MapEngine>>, Box<dyn StormTarget>) = match &args.target {
         Some(url) => match RespTarget::new(url, args.request_timeout.0) {
-            Ok(resp) => (
-                None,
-                Box::new(WithMetrics {
-                    inner: resp,
-                    metrics: metrics.clone(),
-                }),
-            ),
+            Ok(mut resp) => {
+                if restores && let Err(exit) = watch_app_writes(&mut resp, url, &args) {
+                    return exit;
+                }
+                (
+                    None,
+                    Box::new(WithMetrics {
+                        inner: resp,
+                        metrics: metrics.clone(),
+                    }),
+                )
+            }
             Err(error) => {
                 return Exit::cannot_run(format!("cannot reach --target {url}: {error}"));
             }
@@ -258,7 +273,6 @@ pub fn run(args: RunArgs) -> Exit {
     };
 
     let control = StormControl::new();
-    let restores = spec.storm.restore && spec.storm.keys.source == KeySource::Existing;
     let signals = match crate::signals::Signals::install(control.clone(), restores) {
         Ok(signals) => signals,
         Err(error) => return Exit::cannot_run(format!("cannot listen for signals: {error}")),
@@ -358,6 +372,33 @@ pub fn run(args: RunArgs) -> Exit {
 fn save_history(path: &PathBuf, history: &mapchaos_storm::History) -> anyhow::Result<()> {
     let json = history.to_json().context("cannot encode the history")?;
     std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A restore over the network sees the application's writes through
+/// `MONITOR`; without it, it could revert them. Refused before anything is
+/// touched unless `--restore-unwatched` accepts that.
+fn watch_app_writes(resp: &mut RespTarget, url: &str, args: &RunArgs) -> Result<(), Exit> {
+    let Err(error) = resp.watch_app_writes() else {
+        return Ok(());
+    };
+    if args.restore_unwatched {
+        eprintln!(
+            "warning: the application's writes to --target {url} cannot be watched ({error}); \
+             restoring anyway (--restore-unwatched): a key the application wrote and the storm \
+             then overwrote or deleted gets its original back, and every key put back is \
+             reported restored_unwatched"
+        );
+        return Ok(());
+    }
+    Err(Exit::cannot_run(format!(
+        "cannot watch the application's writes on --target {url}: {error}.\n\
+         spec.storm.restore on existing keys watches them with MONITOR, so that a key the \
+         application writes during the storm keeps the application's value; nothing was \
+         touched. Either allow MONITOR for this user (ACL SETUSER <user> +monitor, or undo \
+         rename-command MONITOR), run the storm in the sidecar, set spec.storm.restore: false, \
+         or pass --restore-unwatched to restore without the watch (an application write that \
+         the storm overwrote or deleted is then reverted)"
+    )))
 }
 
 /// A random seed a manifest can carry (`spec.seed` is at most 2^53-1).

@@ -52,6 +52,23 @@ pub trait AppTap: Sync {
     /// Run `f` while no application command runs: every command either
     /// completed (and was noted) before `f`, or starts after it returns.
     fn quiesce(&self, f: &mut dyn FnMut());
+
+    /// Why the application's writes stopped being seen, once they did (a
+    /// watch over the network that broke): keys restored since may revert
+    /// one.
+    fn lost(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether every application command is timed (the `app` latency row).
+    fn times_commands(&self) -> bool {
+        true
+    }
+
+    /// What a restore through this tap can promise, in a sentence for reports.
+    fn restore_guarantee(&self) -> &'static str {
+        "the application's commands seen by the map; each batch written while they wait"
+    }
 }
 
 /// One of the operations the history models, as the application sent it.
@@ -129,8 +146,9 @@ struct NotedWrites {
     /// Orders the writes (and flushes) in the order connections ran them.
     sequence: u64,
     by_key: HashMap<Bytes, (u64, AppWrite)>,
-    /// The last FLUSHDB/FLUSHALL.
-    flushed: Option<u64>,
+    /// The last write of every key at once: FLUSHDB/FLUSHALL (`Deleted`),
+    /// SWAPDB (`Unknown`).
+    flushed: Option<(u64, AppWrite)>,
 }
 
 /// What the connections' logs left behind.
@@ -219,22 +237,32 @@ impl AppTraffic {
 
     /// The application is about to delete every key (FLUSHDB, FLUSHALL).
     pub fn note_flush(&self) {
+        self.note_everything(AppWrite::Deleted);
+    }
+
+    /// The application is about to replace every key with contents not
+    /// known here (SWAPDB).
+    pub fn note_everything_unknown(&self) {
+        self.note_everything(AppWrite::Unknown);
+    }
+
+    fn note_everything(&self, write: AppWrite) {
         if !self.tracks_writes() {
             return;
         }
         let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
         writes.sequence += 1;
-        writes.flushed = Some(writes.sequence);
+        writes.flushed = Some((writes.sequence, write));
     }
 
     /// The application's last write to `key` since the storm attached.
     pub(crate) fn app_write(&self, _key_id: KeyId, key: &[u8]) -> Option<AppWrite> {
         let writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
         let noted = writes.by_key.get(key);
-        match (noted, writes.flushed) {
-            (Some((at, _)), Some(flushed)) if flushed > *at => Some(AppWrite::Deleted),
+        match (noted, &writes.flushed) {
+            (Some((at, _)), Some((flushed, all))) if flushed > at => Some(all.clone()),
             (Some((_, write)), _) => Some(write.clone()),
-            (None, Some(_)) => Some(AppWrite::Deleted),
+            (None, Some((_, all))) => Some(all.clone()),
             (None, None) => None,
         }
     }
@@ -281,6 +309,11 @@ impl AppTraffic {
 
     fn key_id(&self, key: &[u8]) -> Option<KeyId> {
         self.keyspace.get()?.index.get(key).copied()
+    }
+
+    /// Whether `key` is one of the storm's keys (once they are known).
+    pub(crate) fn is_stormed(&self, key: &[u8]) -> bool {
+        self.key_id(key).is_some()
     }
 
     /// The write a read of `value` at `key` saw, when the application made

@@ -1,10 +1,12 @@
 //! How a storm worker talks to a map: one trait, implemented in-process by the
 //! sidecar's engine and here over RESP for any Redis-protocol server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::monitor::{WatchError, WatchInner, WriteWatch};
 use crate::restore::{Applied, RestoreItem};
 
 /// One single-key request. Keys and values are borrowed: the worker owns them.
@@ -79,6 +81,12 @@ pub trait MapClient: Send {
 
     /// What [`MapClient::restore`] can promise, in a sentence for reports.
     fn restore_guarantee(&self) -> &'static str;
+
+    /// Whether other clients' writes to the map go unseen by a restore
+    /// through this client alone (over the network without a write watch).
+    fn unwatched(&self) -> bool {
+        false
+    }
 }
 
 /// A map served over RESP (the sidecar, redis-server, anything compatible),
@@ -89,12 +97,24 @@ pub struct RespClient {
     timeout: Duration,
     /// Whether the server runs WATCH/MULTI/EXEC; `None` until a restore asks.
     pub(crate) transactions: Option<bool>,
+    /// The watch of the application's writes this connection registers with.
+    pub(crate) watch: Option<Arc<WatchInner>>,
 }
 
 impl RespClient {
     /// Connect to `url` (`redis://host:port`). Requests that get no reply
     /// within `timeout` fail (and the connection is re-opened on next use).
     pub fn connect(url: &str, timeout: Duration) -> Result<Self, ClientError> {
+        Self::connect_watched(url, timeout, None)
+    }
+
+    /// [`RespClient::connect`], every connection registered with `watch` as
+    /// one of the storm's before its first command.
+    pub(crate) fn connect_watched(
+        url: &str,
+        timeout: Duration,
+        watch: Option<Arc<WatchInner>>,
+    ) -> Result<Self, ClientError> {
         let client = redis::Client::open(url)
             .map_err(|e| ClientError::Connection(format!("invalid target {url:?}: {e}")))?;
         let mut this = RespClient {
@@ -102,6 +122,7 @@ impl RespClient {
             connection: None,
             timeout,
             transactions: None,
+            watch,
         };
         this.connection()?;
         Ok(this)
@@ -117,14 +138,77 @@ impl RespClient {
                 .set_read_timeout(Some(self.timeout))
                 .and_then(|()| connection.set_write_timeout(Some(self.timeout)))
                 .map_err(|e| ClientError::Connection(e.to_string()))?;
+            let mut connection = connection;
+            if let Some(watch) = &self.watch {
+                // Before anything else is sent on it: its writes must never
+                // be taken for the application's.
+                watch.register(client_address(&mut connection)?);
+            }
             self.connection = Some(connection);
         }
         Ok(self.connection.as_mut().expect("just connected"))
     }
 
+    /// `ECHO text`, for a mark in the write watch's feed.
+    pub(crate) fn echo(&mut self, text: &[u8]) -> Result<(), ClientError> {
+        let reply: Result<Vec<u8>, ClientError> = self.connection().and_then(|c| {
+            redis::cmd("ECHO")
+                .arg(text)
+                .query(c)
+                .map_err(|e| ClientError::Connection(e.to_string()))
+        });
+        match reply {
+            Ok(echoed) if echoed == text => Ok(()),
+            Ok(other) => Err(ClientError::UnexpectedReply {
+                command: "ECHO",
+                reply: String::from_utf8_lossy(&other).into_owned(),
+            }),
+            Err(error) => {
+                self.reset();
+                Err(error)
+            }
+        }
+    }
+
     /// After a transport error the stream may hold late replies: drop it.
     pub(crate) fn reset(&mut self) {
         self.connection = None;
+    }
+}
+
+/// This connection's address as the server prints it in `MONITOR`
+/// (`CLIENT INFO`'s `addr`, or `CLIENT LIST ID`'s before Redis 6.2).
+fn client_address(connection: &mut redis::Connection) -> Result<Vec<u8>, ClientError> {
+    let field = |info: &str| {
+        info.split_ascii_whitespace()
+            .find_map(|f| f.strip_prefix("addr="))
+            .map(|a| a.as_bytes().to_vec())
+    };
+    let info: Result<String, _> = redis::cmd("CLIENT").arg("INFO").query(connection);
+    if let Some(address) = info.ok().as_deref().and_then(field) {
+        return Ok(address);
+    }
+    let listed: Result<String, redis::RedisError> = redis::cmd("CLIENT")
+        .arg("ID")
+        .query::<i64>(connection)
+        .and_then(|id| {
+            redis::cmd("CLIENT")
+                .arg("LIST")
+                .arg("ID")
+                .arg(id)
+                .query(connection)
+        });
+    match listed {
+        Ok(list) => match field(&list) {
+            Some(address) => Ok(address),
+            None => Err(ClientError::UnexpectedReply {
+                command: "CLIENT LIST",
+                reply: list,
+            }),
+        },
+        Err(error) => Err(ClientError::Connection(format!(
+            "cannot learn this connection's address for the write watch (CLIENT INFO, CLIENT LIST ID): {error}"
+        ))),
     }
 }
 
@@ -234,12 +318,17 @@ impl MapClient for RespClient {
     fn restore_guarantee(&self) -> &'static str {
         crate::resp_restore::guarantee(self)
     }
+
+    fn unwatched(&self) -> bool {
+        self.watch.is_none()
+    }
 }
 
 /// A storm target reached over RESP: every worker opens its own connection.
 pub struct RespTarget {
     url: String,
     timeout: Duration,
+    watch: Option<WriteWatch>,
 }
 
 impl RespTarget {
@@ -250,13 +339,38 @@ impl RespTarget {
         Ok(RespTarget {
             url: url.to_owned(),
             timeout,
+            watch: None,
         })
+    }
+
+    /// Watch the application's writes (`MONITOR`) from now on, so a restore
+    /// never reverts one; storms then see them through [`StormTarget::app_tap`].
+    ///
+    /// [`StormTarget::app_tap`]: crate::runner::StormTarget::app_tap
+    pub fn watch_app_writes(&mut self) -> Result<(), WatchError> {
+        self.watch = Some(WriteWatch::open(&self.url, self.timeout)?);
+        Ok(())
+    }
+
+    /// The running watch, if any.
+    pub fn write_watch(&self) -> Option<&WriteWatch> {
+        self.watch.as_ref()
     }
 }
 
 impl crate::runner::StormTarget for RespTarget {
     fn connect(&self) -> Result<Box<dyn MapClient>, ClientError> {
-        Ok(Box::new(RespClient::connect(&self.url, self.timeout)?))
+        Ok(Box::new(RespClient::connect_watched(
+            &self.url,
+            self.timeout,
+            self.watch.as_ref().map(|w| w.inner().clone()),
+        )?))
+    }
+
+    fn app_tap(&self) -> Option<&dyn crate::app_traffic::AppTap> {
+        self.watch
+            .as_ref()
+            .map(|w| w as &dyn crate::app_traffic::AppTap)
     }
 
     /// `DBSIZE` and `INFO memory`; a server that does not tell leaves fields empty.

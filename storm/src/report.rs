@@ -73,8 +73,28 @@ pub fn render(report: &StormReport) -> String {
             }
         );
     }
-    if report.restored_keys > 0 {
-        let _ = writeln!(out, "  restored {} keys", report.restored_keys);
+    match &report.restore {
+        Some(restore) => {
+            let outcomes: Vec<String> = restore
+                .outcomes
+                .iter()
+                .map(|(outcome, n)| format!("{outcome} {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  restore: {} ({})",
+                if outcomes.is_empty() {
+                    "no keys".to_owned()
+                } else {
+                    outcomes.join(", ")
+                },
+                restore.guarantee
+            );
+        }
+        None if report.restored_keys > 0 => {
+            let _ = writeln!(out, "  restored {} keys", report.restored_keys);
+        }
+        None => {}
     }
     if report.keys_excluded > 0 {
         let _ = writeln!(

@@ -126,14 +126,32 @@ fn transactional(
         for item in items {
             read.cmd("GET").arg(item.key);
         }
+        // A mark after the reads: once the write watch's feed reaches it,
+        // every application write before the WATCH has been noted.
+        let app_watch = client.watch.clone().filter(|w| w.lost().is_none());
+        let mark = app_watch.as_ref().map(|w| {
+            let (n, text) = w.new_mark(false);
+            read.cmd("ECHO").arg(text);
+            n
+        });
         let replies = query(client, &read)?;
-        if replies.len() != items.len() + 1 {
+        let expected = items.len() + 1 + usize::from(mark.is_some());
+        if replies.len() != expected {
             return Err(ClientError::Connection(format!(
-                "{} replies to {} requests",
+                "{} replies to {expected} requests",
                 replies.len(),
-                items.len() + 1
             )));
         }
+        // Keys the application wrote since the batch was decided hold its
+        // last write (the storm's workers stopped before): left as they are.
+        // A watch lost here leaves the keys to the compare-and-set alone
+        // (the restore then reports them unwatched).
+        let written_since: Vec<bool> = match (&app_watch, mark) {
+            (Some(w), Some(n)) if w.await_mark(n).is_ok() => {
+                items.iter().map(|i| w.written_since_cut(i.key)).collect()
+            }
+            _ => vec![false; items.len()],
+        };
         if let Value::ServerError(error) = &replies[0] {
             if client.transactions.is_none() {
                 // Most likely "unknown command": restore without them (the
@@ -145,7 +163,11 @@ fn transactional(
         }
         client.transactions = Some(true);
         let mut results = Vec::with_capacity(items.len());
-        for (item, reply) in items.iter().zip(&replies[1..]) {
+        for ((item, reply), &since) in items.iter().zip(&replies[1..]).zip(&written_since) {
+            if since {
+                results.push(Some(Applied::Foreign));
+                continue;
+            }
             let current = match reply {
                 Value::Nil => None,
                 Value::BulkString(bytes) => Some(bytes.as_slice()),

@@ -71,6 +71,11 @@ pub enum Applied {
 pub enum RestoreOutcome {
     /// Its original value (with the TTL it had left) was put back.
     Restored,
+    /// Its original value was put back while the application's writes could
+    /// not be watched (over the network without `MONITOR`, or after the
+    /// watch broke): an application write the storm overwrote or deleted
+    /// may have been reverted.
+    RestoredUnwatched,
     /// It held its original: nothing to put back.
     Untouched,
     /// Left because the application wrote it: it holds the application's
@@ -93,8 +98,9 @@ pub enum RestoreOutcome {
 }
 
 impl RestoreOutcome {
-    pub const ALL: [RestoreOutcome; 8] = [
+    pub const ALL: [RestoreOutcome; 9] = [
         RestoreOutcome::Restored,
+        RestoreOutcome::RestoredUnwatched,
         RestoreOutcome::Untouched,
         RestoreOutcome::AppWrote,
         RestoreOutcome::AppWriteRestored,
@@ -108,6 +114,7 @@ impl RestoreOutcome {
     pub fn name(self) -> &'static str {
         match self {
             RestoreOutcome::Restored => "restored",
+            RestoreOutcome::RestoredUnwatched => "restored_unwatched",
             RestoreOutcome::Untouched => "untouched",
             RestoreOutcome::AppWrote => "app_wrote",
             RestoreOutcome::AppWriteRestored => "app_write_restored",
@@ -122,7 +129,9 @@ impl RestoreOutcome {
     pub fn put_back(self) -> bool {
         matches!(
             self,
-            RestoreOutcome::Restored | RestoreOutcome::AppWriteRestored
+            RestoreOutcome::Restored
+                | RestoreOutcome::RestoredUnwatched
+                | RestoreOutcome::AppWriteRestored
         )
     }
 }
@@ -133,7 +142,7 @@ pub struct RestoreSummary {
     pub keys: Vec<Vec<u8>>,
     pub outcomes: Vec<RestoreOutcome>,
     /// How the restore told the application's writes apart, for the record.
-    pub guarantee: &'static str,
+    pub guarantee: String,
 }
 
 impl RestoreSummary {
@@ -161,6 +170,17 @@ impl RestoreSummary {
         } else {
             parts.join(", ")
         }
+    }
+
+    /// Keys by outcome name, outcomes no key had left out: the report's form.
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        RestoreOutcome::ALL
+            .iter()
+            .filter_map(|&o| {
+                let n = self.count(o);
+                (n > 0).then(|| (o.name().to_owned(), n))
+            })
+            .collect()
     }
 }
 
@@ -196,6 +216,7 @@ pub(crate) fn restore(
     for start in (0..total).step_by(RESTORE_BATCH) {
         let end = (start + RESTORE_BATCH).min(total);
         let mut batch = |outcomes: &mut Vec<RestoreOutcome>| {
+            let from = outcomes.len();
             restore_batch(
                 client,
                 keyspace,
@@ -203,7 +224,19 @@ pub(crate) fn restore(
                 start..end,
                 read_at.elapsed(),
                 outcomes,
-            )
+            );
+            // Judged after the batch's write: a watch lost meanwhile counts.
+            let unwatched = match &app {
+                Some(app) => app.tap.lost().is_some(),
+                None => client.unwatched(),
+            };
+            if unwatched {
+                for outcome in &mut outcomes[from..] {
+                    if *outcome == RestoreOutcome::Restored {
+                        *outcome = RestoreOutcome::RestoredUnwatched;
+                    }
+                }
+            }
         };
         match &app {
             Some(app) => app.tap.quiesce(&mut || batch(&mut outcomes)),
@@ -211,14 +244,20 @@ pub(crate) fn restore(
         }
         control.set_restore_progress(end as u64, total as u64);
     }
+    let guarantee = match &app {
+        Some(app) => match app.tap.lost() {
+            Some(lost) => format!(
+                "{}; then the watch was lost ({lost}): keys restored since are restored_unwatched",
+                app.tap.restore_guarantee()
+            ),
+            None => app.tap.restore_guarantee().to_owned(),
+        },
+        None => client.restore_guarantee().to_owned(),
+    };
     RestoreSummary {
         keys: keyspace.keys.clone(),
         outcomes,
-        guarantee: if app.is_some() {
-            "the application's commands seen by the map; each batch written while they wait"
-        } else {
-            client.restore_guarantee()
-        },
+        guarantee,
     }
 }
 

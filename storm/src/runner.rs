@@ -511,7 +511,10 @@ pub fn run(
     if let Some(app) = app {
         recorders.extend(app.recorders);
         excluded.extend(app.excluded);
-        client_latency = Some(summary(&app.latency));
+        // A tap that only watches writes (MONITOR) times nothing.
+        if target.app_tap().is_some_and(|tap| tap.times_commands()) {
+            client_latency = Some(summary(&app.latency));
+        }
     }
 
     control.set_phase(StormPhase::Checking);
@@ -530,7 +533,6 @@ pub fn run(
     } else {
         (None, None)
     };
-    let restored = restore_summary.as_ref().map_or(0, RestoreSummary::put_back);
 
     let report = build_report(
         plan,
@@ -541,7 +543,7 @@ pub fn run(
         memory_before,
         memory_after,
         check_report,
-        restored,
+        restore_summary.as_ref(),
         excluded.len() as u64,
         client_latency,
     );
@@ -1227,7 +1229,7 @@ fn build_report(
     memory_before: MemorySnapshot,
     memory_after: MemorySnapshot,
     check: Option<CheckReport>,
-    restored_keys: u64,
+    restore: Option<&RestoreSummary>,
     keys_excluded: u64,
     client_latency: Option<LatencySummary>,
 ) -> StormReport {
@@ -1264,7 +1266,11 @@ fn build_report(
         memory_before,
         memory_after,
         check,
-        restored_keys,
+        restored_keys: restore.map_or(0, RestoreSummary::put_back),
+        restore: restore.map(|r| mapchaos_api::storm::RestoreCounts {
+            outcomes: r.counts(),
+            guarantee: r.guarantee.clone(),
+        }),
         // The sidecar fills it from its delete journal.
         deletes: None,
         keys_excluded,

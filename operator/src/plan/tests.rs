@@ -167,6 +167,7 @@ fn report(anomalies: u64, p99_micros: u64) -> StormReport {
             verdict,
         }),
         restored_keys: 0,
+        restore: None,
         deletes: None,
         keys_excluded: 0,
         verdict,

@@ -53,6 +53,7 @@ fn report(ops: u64, errors: u64, stop: StopReason, check: Option<CheckReport>) -
         memory_after: MemorySnapshot::default(),
         check,
         restored_keys: 0,
+        restore: None,
         keys_excluded: 0,
         verdict: Verdict::Pass,
         verdict_reason: String::new(),
