@@ -56,7 +56,13 @@ manifest (keys.count, keys.prefix, keys.valueSize, workers, pipeline, \
 check.maxOps, rate x duration) and held to --memory-budget, else \
 spec.storm.memoryBudget, else half of this container's memory limit or of the \
 machine's available memory; a storm over it is refused with exit 2, naming \
-each field and the largest value of it that fits.")]
+each field and the largest value of it that fits.
+
+Restore over the network: with --target, keys.source: existing and \
+restore: true, the storm watches the application's writes with MONITOR so \
+that every key the application wrote keeps its last write; a server that \
+refuses MONITOR stops the run before anything is touched (exit 4) unless \
+--restore-unwatched (keys put back are then reported restored_unwatched).")]
 pub struct RunArgs {
     /// A YAML file with a MapChaos (other kinds in it are skipped).
     pub file: PathBuf,

@@ -558,3 +558,143 @@ impl WatchInner {
         self.seen.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mapchaos_api::spec::KeySource;
+
+    use super::*;
+    use crate::history::RecordBudget;
+    use crate::workload::encode_value;
+
+    /// A watch with no connection, fed by hand, attached to a restoring
+    /// storm of `app:*`; the storm's own connection is 127.0.0.1:1000.
+    fn watch() -> (WatchInner, Arc<AppTraffic>) {
+        let inner = WatchInner {
+            db: 0,
+            token: b"mark:".to_vec(),
+            next_mark: AtomicU64::new(1),
+            storm: RwLock::default(),
+            state: Mutex::default(),
+            seen: Condvar::new(),
+            mark_wait: Duration::from_millis(50),
+        };
+        inner.register(b"127.0.0.1:1000".to_vec());
+        let traffic = AppTraffic::new(
+            Instant::now(),
+            false,
+            KeySource::Existing,
+            b"app:*".to_vec(),
+            RecordBudget::new(1_000),
+        );
+        traffic.track_writes();
+        inner.lock().attached = Some(Attached {
+            traffic: traffic.clone(),
+            log: AppLog::new(traffic.clone()),
+            glob: Glob::new(b"app:*"),
+        });
+        (inner, traffic)
+    }
+
+    fn written(traffic: &AppTraffic, key: &str) -> Option<AppWrite> {
+        traffic.app_write(0, key.as_bytes())
+    }
+
+    fn set(value: &str) -> Option<AppWrite> {
+        Some(AppWrite::Set(value.as_bytes().to_vec().into()))
+    }
+
+    #[test]
+    fn the_applications_writes_are_noted_and_the_storms_are_not() {
+        let (w, traffic) = watch();
+        for line in [
+            r#"1.0 [0 127.0.0.1:1000] "SET" "app:storm" "x""#,
+            r#"1.0 [0 127.0.0.1:2000] "set" "app:a" "v\x01""#,
+            r#"1.0 [0 127.0.0.1:2000] "SET" "other:b" "v""#,
+            r#"1.0 [0 lua] "set" "app:c" "from-script""#,
+            r#"1.0 [0 127.0.0.1:2000] "MSET" "app:d" "1" "app:e" "2""#,
+            r#"1.0 [0 127.0.0.1:2000] "DEL" "app:e" "app:f""#,
+            r#"1.0 [0 127.0.0.1:2000] "INCR" "app:g""#,
+            r#"1.0 [3 127.0.0.1:2000] "SET" "app:h" "other-db""#,
+            r#"1.0 [0 [::1]:2000] "GET" "app:i""#,
+        ] {
+            w.feed(line.as_bytes()).unwrap();
+        }
+        assert_eq!(written(&traffic, "app:storm"), None);
+        assert_eq!(written(&traffic, "app:a"), set("v\x01"));
+        assert_eq!(written(&traffic, "other:b"), None, "not a stormed key");
+        assert_eq!(written(&traffic, "app:c"), set("from-script"));
+        assert_eq!(written(&traffic, "app:d"), set("1"));
+        assert_eq!(written(&traffic, "app:e"), Some(AppWrite::Deleted));
+        assert_eq!(written(&traffic, "app:f"), Some(AppWrite::Deleted));
+        assert_eq!(written(&traffic, "app:g"), Some(AppWrite::Unknown));
+        assert_eq!(written(&traffic, "app:h"), None, "another database");
+        assert_eq!(written(&traffic, "app:i"), None, "a read");
+        // A flush in any database with FLUSHALL deletes every key; a later
+        // write wins over it.
+        w.feed(br#"2.0 [5 127.0.0.1:2000] "FLUSHALL""#).unwrap();
+        w.feed(br#"2.0 [0 127.0.0.1:2000] "SET" "app:a" "after""#)
+            .unwrap();
+        assert_eq!(written(&traffic, "app:a"), set("after"));
+        assert_eq!(written(&traffic, "app:d"), Some(AppWrite::Deleted));
+        w.feed(br#"3.0 [0 127.0.0.1:2000] "SWAPDB" "0" "1""#)
+            .unwrap();
+        assert_eq!(written(&traffic, "app:a"), Some(AppWrite::Unknown));
+        assert_eq!(w.lock().app_writes, 8);
+    }
+
+    #[test]
+    fn storm_bytes_from_an_unregistered_connection_are_an_unknown_write() {
+        let (w, traffic) = watch();
+        let storm_value = encode_value(7, 16);
+        let mut line = br#"1.0 [0 127.0.0.1:2000] "SET" "app:a" ""#.to_vec();
+        for byte in &storm_value {
+            line.extend_from_slice(format!("\\x{byte:02x}").as_bytes());
+        }
+        line.push(b'"');
+        w.feed(&line).unwrap();
+        assert_eq!(written(&traffic, "app:a"), Some(AppWrite::Unknown));
+    }
+
+    #[test]
+    fn marks_count_only_from_the_storms_connections_and_cuts_reset_what_was_written_since() {
+        let (w, _) = watch();
+        w.feed(br#"1.0 [0 127.0.0.1:2000] "SET" "app:a" "v""#)
+            .unwrap();
+        assert!(w.written_since_cut(b"app:a"));
+        // The application echoing the token is no mark.
+        let (n, text) = w.new_mark(true);
+        let echo = |from: &str, text: &[u8]| {
+            format!(
+                r#"1.0 [0 {from}] "ECHO" "{}""#,
+                String::from_utf8_lossy(text)
+            )
+        };
+        w.feed(echo("127.0.0.1:2000", &text).as_bytes()).unwrap();
+        assert!(w.await_mark(n).is_err(), "not reached: the wait times out");
+        let (w, _) = watch();
+        w.feed(br#"1.0 [0 127.0.0.1:2000] "SET" "app:a" "v""#)
+            .unwrap();
+        let (n, text) = w.new_mark(true);
+        w.feed(echo("127.0.0.1:1000", &text).as_bytes()).unwrap();
+        w.await_mark(n).unwrap();
+        assert!(!w.written_since_cut(b"app:a"), "cut");
+        w.feed(br#"1.0 [0 127.0.0.1:2000] "DEL" "app:b""#).unwrap();
+        let (n, text) = w.new_mark(false);
+        w.feed(echo("127.0.0.1:1000", &text).as_bytes()).unwrap();
+        w.await_mark(n).unwrap();
+        assert!(w.written_since_cut(b"app:b"), "a plain mark cuts nothing");
+        w.feed(br#"1.0 [0 127.0.0.1:2000] "FLUSHDB""#).unwrap();
+        assert!(w.written_since_cut(b"app:zzz"));
+    }
+
+    #[test]
+    fn an_unreadable_line_loses_the_watch_rather_than_guess() {
+        let (w, _) = watch();
+        assert!(w.feed(b"1.0 no header").is_err());
+        assert!(
+            w.feed(br#"1.0 [0 127.0.0.1:2000] "SET" "app:a" "unterminated"#)
+                .is_err()
+        );
+    }
+}
