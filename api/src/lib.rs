@@ -12,6 +12,7 @@ pub mod schedule;
 pub mod signing;
 pub mod spec;
 pub mod storm;
+pub mod timeline;
 pub mod validate;
 
 pub use bytesize::ByteSize;

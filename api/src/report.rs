@@ -248,6 +248,10 @@ pub struct Witness {
     pub longest_prefix: Option<LinearizablePrefix>,
     /// One sentence saying what could not be explained.
     pub explanation: String,
+    /// The key's operations around the anomaly, bounded, for the report's
+    /// timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<crate::timeline::KeyTimeline>,
 }
 
 fn fmt_witness_op(f: &mut fmt::Formatter<'_>, op: &WitnessOp) -> fmt::Result {

@@ -161,6 +161,9 @@ pub struct StormReport {
     /// The race check, when the history was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckReport>,
+    /// Throughput, errors, exposures and latency per second of the storm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<crate::timeline::StormSeries>,
     /// Existing keys put back after the storm.
     #[serde(default)]
     pub restored_keys: u64,

@@ -30,12 +30,22 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 20)]
     pub max_witnesses: usize,
 
+    /// Also write a self-contained HTML report here (verdict, tables and a
+    /// timeline per anomalous key); opens offline in any browser.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+
     /// Report format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
 pub fn run(args: CheckArgs) -> Exit {
+    if let Some(path) = &args.report
+        && let Err(error) = crate::html_report::check_writable(path)
+    {
+        return Exit::bad_input(format!("--report {}: {error}", path.display()));
+    }
     let text = match std::fs::read_to_string(&args.file) {
         Ok(text) => text,
         Err(error) => {
@@ -54,6 +64,25 @@ pub fn run(args: CheckArgs) -> Exit {
         ..CheckOptions::default()
     };
     let report = check(&history, &options);
+    if let Some(path) = &args.report {
+        let title = args.file.file_name().map_or_else(
+            || args.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut page = mapchaos_storm::html::Page::check(title, &report);
+        page.facts.push((
+            "history".into(),
+            format!(
+                "{}: {} operations on {} keys",
+                args.file.display(),
+                history.events().len(),
+                history.keys().len()
+            ),
+        ));
+        if let Err(error) = crate::html_report::write(path, &page) {
+            return Exit::cannot_run(format!("{error:#}"));
+        }
+    }
     match args.output {
         OutputFormat::Text => {
             println!(

@@ -4,6 +4,7 @@
 mod check;
 mod demo_app;
 mod exit;
+mod html_report;
 mod manifest;
 mod metrics_server;
 mod operator;

@@ -115,6 +115,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
 
+    /// Write a self-contained HTML report here: the verdict and why,
+    /// per-second charts, the tables, and a timeline per anomalous key (a
+    /// lane per worker, a bar per operation). Opens offline in any browser.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+
     /// Serve Prometheus metrics (/metrics) here while the storm runs.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -185,6 +191,14 @@ pub fn run(args: RunArgs) -> Exit {
     };
     if let Err(invalid) = spec.validate_with(&limits) {
         return cannot_run(invalid);
+    }
+    // Before the storm: a typo in a path must not cost a whole storm.
+    for (flag, path) in [("--history", &args.history), ("--report", &args.report)] {
+        if let Some(path) = path
+            && let Err(error) = crate::html_report::check_writable(path)
+        {
+            return Exit::bad_input(format!("{flag} {}: {error}", path.display()));
+        }
     }
     if !args.quiet {
         for note in &manifest.notes {
@@ -340,6 +354,18 @@ pub fn run(args: RunArgs) -> Exit {
                 path.display(),
                 history.events().len()
             );
+        }
+    }
+    if let Some(path) = &args.report {
+        let mut page = mapchaos_storm::html::Page::storm(&manifest.name, &outcome.report);
+        page.facts
+            .push(("manifest".into(), args.file.display().to_string()));
+        page.spec = serde_json::to_string_pretty(&spec).ok();
+        if let Err(error) = crate::html_report::write(path, &page) {
+            return Exit::cannot_run(format!("{error:#}"));
+        }
+        if !args.quiet {
+            eprintln!("report written to {}", path.display());
         }
     }
     match args.output {

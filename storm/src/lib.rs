@@ -7,11 +7,13 @@ pub mod client;
 pub mod error;
 pub mod glob;
 pub mod history;
+pub mod html;
 pub mod monitor;
 pub mod report;
 mod resp_restore;
 pub mod restore;
 pub mod runner;
+pub mod series;
 pub mod verdict;
 pub mod workload;
 

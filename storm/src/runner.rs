@@ -21,6 +21,7 @@ use crate::app_traffic::{AppFinish, AppTap, AppTraffic};
 use crate::client::{ClientError, MapClient, Request, Response};
 use crate::history::{Event, History, KeyId, Op, RecordBudget, Recorder, ValueId};
 use crate::restore::{self, AppWrites, RestoreSummary};
+use crate::series::{self, SeriesSink, WorkerSeries};
 use crate::verdict::{self, Judging};
 use crate::workload::{
     KeyChooser, OpChooser, StormOp, decode_value, synthetic_key, worker_rng, write_value,
@@ -411,6 +412,7 @@ pub fn run(
     let window_slots: Vec<Mutex<Histogram<u64>>> = (0..workers)
         .map(|_| Mutex::new(latency_histogram()))
         .collect();
+    let series = SeriesSink::new(plan.duration);
     let start_ns = now_ns();
     let start = Instant::now();
     *control.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
@@ -425,6 +427,7 @@ pub fn run(
         control,
         budget: &budget,
         windows: &window_slots,
+        series: &series,
         start,
         epoch: clock,
         clock: &now_ns,
@@ -533,8 +536,11 @@ pub fn run(
     } else {
         (None, None)
     };
+    let exposures = history.as_ref().map_or_else(Vec::new, |h| {
+        series::exposures_by_bucket(h, start_ns, series.bucket_nanos())
+    });
 
-    let report = build_report(
+    let mut report = build_report(
         plan,
         target,
         &merged,
@@ -547,6 +553,7 @@ pub fn run(
         excluded.len() as u64,
         client_latency,
     );
+    report.series = Some(series.finish(exposures));
     control.set_phase(if stop_reason == StopReason::DurationElapsed {
         StormPhase::Completed
     } else {
@@ -786,6 +793,7 @@ struct WorkerShared<'a> {
     control: &'a StormControl,
     budget: &'a Arc<RecordBudget>,
     windows: &'a [Mutex<Histogram<u64>>],
+    series: &'a SeriesSink,
     start: Instant,
     /// The origin of every history timestamp (the runner's clock).
     epoch: Instant,
@@ -867,6 +875,7 @@ fn run_worker(
     let mut rng = worker_rng(plan.seed, worker);
     let mut result = WorkerResult::empty(worker, shared.budget.clone());
     let mut window = latency_histogram();
+    let mut per_second = shared.series.worker(shared.start);
     let mut last_window_flush = Instant::now();
     let value_size = plan.storm.keys.value_size as usize;
     let pipeline = plan.storm.pipeline.max(1) as usize;
@@ -925,9 +934,11 @@ fn run_worker(
         if first == StormOp::Scan {
             let (ok, latency) = scan_once(shared, client.as_mut(), &mut result, scheduled);
             round_end = Instant::now();
+            per_second.advance(round_end);
             account(
                 &mut result,
                 &mut window,
+                &mut per_second,
                 observer.as_deref_mut(),
                 StormOp::Scan,
                 ok,
@@ -977,6 +988,7 @@ fn run_worker(
             let ret = nanos_since_epoch(finished);
             let latency = finished.duration_since(scheduled);
             round_end = finished;
+            per_second.advance(round_end);
             for (slot, response) in slots.iter().zip(responses.drain(..)) {
                 let op = match (slot.op, response) {
                     (StormOp::Get, Ok(Response::Value(value))) => {
@@ -1039,6 +1051,7 @@ fn run_worker(
                 account(
                     &mut result,
                     &mut window,
+                    &mut per_second,
                     observer.as_deref_mut(),
                     slot.op,
                     ok,
@@ -1075,6 +1088,7 @@ fn run_worker(
         .errors
         .fetch_add(total_errors - published.1, Ordering::Relaxed);
     flush_window(&shared.windows[(worker - 1) as usize], &mut window);
+    per_second.flush();
     Ok(result)
 }
 
@@ -1082,6 +1096,7 @@ fn run_worker(
 fn account(
     result: &mut WorkerResult,
     window: &mut Histogram<u64>,
+    per_second: &mut WorkerSeries<'_>,
     observer: Option<&mut (dyn OpObserver + 'static)>,
     op: StormOp,
     ok: bool,
@@ -1090,6 +1105,7 @@ fn account(
     let nanos = (latency.as_nanos() as u64).clamp(1, LATENCY_MAX_NS);
     result.latency[op.index()].saturating_record(nanos);
     window.saturating_record(nanos);
+    per_second.record(op, ok, latency);
     result.ops += 1;
     if !ok {
         result.errors[op.index()] += 1;
@@ -1266,6 +1282,7 @@ fn build_report(
         memory_before,
         memory_after,
         check,
+        series: None,
         restored_keys: restore.map_or(0, RestoreSummary::put_back),
         restore: restore.map(|r| mapchaos_api::storm::RestoreCounts {
             outcomes: r.counts(),

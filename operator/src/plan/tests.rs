@@ -166,6 +166,7 @@ fn report(anomalies: u64, p99_micros: u64) -> StormReport {
             scan_duplicates: 0,
             verdict,
         }),
+        series: None,
         restored_keys: 0,
         restore: None,
         deletes: None,

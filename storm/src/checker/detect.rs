@@ -206,6 +206,7 @@ pub(crate) fn detect(key: KeyId, ops: &[KeyOp]) -> Vec<Finding> {
             kind,
             key,
             events,
+            culprit: Some(ops[i].event),
             explanation,
             prefix: None,
         });

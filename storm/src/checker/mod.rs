@@ -7,6 +7,9 @@ mod detect;
 mod exposure;
 mod scan;
 mod search;
+mod timeline;
+#[cfg(test)]
+pub(crate) use timeline::TIMELINE_OPS;
 mod witness;
 
 use std::collections::BTreeMap;
@@ -82,6 +85,8 @@ pub(crate) struct Finding {
     pub(crate) key: KeyId,
     /// The events involved.
     pub(crate) events: Vec<u32>,
+    /// The one among them that cannot be explained, when one stands out.
+    pub(crate) culprit: Option<u32>,
     pub(crate) explanation: String,
     /// For `nonlinearizable`: the longest legal prefix (events in order) and
     /// the register after it.
@@ -173,7 +178,16 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
     let witnesses = findings
         .iter()
         .take(options.max_witnesses)
-        .map(|f| witness::build(history, f))
+        .map(|f| {
+            let key = f.key as usize;
+            // Presence spans are what binds a SCAN; other kinds do not need them.
+            let scan = matches!(f.kind, AnomalyKind::ScanMiss | AnomalyKind::ScanPhantom);
+            let intervals = outcomes[key]
+                .as_ref()
+                .filter(|_| scan)
+                .map(|o| &o.intervals);
+            witness::build(history, &by_key[key], f, intervals)
+        })
         .collect();
     let ops_known = history.events().iter().filter(|e| !e.is_info()).count() as u64;
     let verdict = CheckReport::verdict_from(&exposures, &anomalies, &keys, ops_known);

@@ -111,6 +111,18 @@ impl KeyIntervals {
     }
 }
 
+impl KeyIntervals {
+    /// The certainly-present spans as `(lo, hi)` nanosecond pairs.
+    pub(crate) fn present(&self) -> Vec<(u64, u64)> {
+        self.present.iter().map(|s| (s.lo, s.hi)).collect()
+    }
+
+    /// The certainly-absent spans as `(lo, hi)` nanosecond pairs.
+    pub(crate) fn absent(&self) -> Vec<(u64, u64)> {
+        self.absent.iter().map(|s| (s.lo, s.hi)).collect()
+    }
+}
+
 fn merge(mut spans: Vec<Interval>) -> Vec<Interval> {
     spans.sort_unstable_by_key(|s| (s.lo, s.hi));
     let mut merged: Vec<Interval> = Vec::with_capacity(spans.len());
@@ -256,6 +268,7 @@ pub(crate) fn judge_scans(history: &History, keys: &[&KeyIntervals]) -> ScanJudg
                 kind: AnomalyKind::ScanMiss,
                 key,
                 events: span.cause.into_iter().chain([scan_event]).collect(),
+                culprit: Some(scan_event),
                 explanation: format!(
                     "The SCAN did not return the key, yet it was present from before the SCAN's first call (the {cause} had finished) until after its last return (no DEL could take effect before then)."
                 ),
@@ -274,6 +287,7 @@ pub(crate) fn judge_scans(history: &History, keys: &[&KeyIntervals]) -> ScanJudg
                 kind: AnomalyKind::ScanPhantom,
                 key,
                 events: span.cause.into_iter().chain([scan_event]).collect(),
+                culprit: Some(scan_event),
                 explanation: format!(
                     "The SCAN returned the key, yet it was absent {since} until after the SCAN's last return (no SET could take effect before then)."
                 ),

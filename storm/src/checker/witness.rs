@@ -62,7 +62,7 @@ fn micros(history: &History, t: u64) -> u64 {
 }
 
 /// One event as a witness entry; `key` says which key a SCAN is judged for.
-fn witness_op(history: &History, event: &Event, key: KeyId) -> WitnessOp {
+pub(crate) fn witness_op(history: &History, event: &Event, key: KeyId) -> WitnessOp {
     let (op, argument, result) = match &event.op {
         Op::Get { read, .. } => (
             OpName::Get,
@@ -96,7 +96,12 @@ fn witness_op(history: &History, event: &Event, key: KeyId) -> WitnessOp {
 }
 
 /// The report's witness for a finding.
-pub(crate) fn build(history: &History, finding: &Finding) -> Witness {
+pub(crate) fn build(
+    history: &History,
+    ops: &[KeyOp],
+    finding: &Finding,
+    intervals: Option<&super::scan::KeyIntervals>,
+) -> Witness {
     let events = history.events();
     let operations = finding
         .events
@@ -120,6 +125,7 @@ pub(crate) fn build(history: &History, finding: &Finding) -> Witness {
         operations,
         longest_prefix,
         explanation: finding.explanation.clone(),
+        timeline: Some(super::timeline::build(history, ops, finding, intervals)),
     }
 }
 
@@ -165,6 +171,7 @@ pub(crate) fn nonlinearizable(key: KeyId, ops: &[KeyOp], prefix: &[usize]) -> Fi
         kind: AnomalyKind::Nonlinearizable,
         key,
         events: next.iter().map(|&i| ops[i].event).collect(),
+        culprit: blocker.map(|b| ops[b].event),
         explanation,
         prefix: Some((prefix.iter().map(|&i| ops[i].event).collect(), state)),
     }

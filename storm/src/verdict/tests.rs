@@ -52,6 +52,7 @@ fn report(ops: u64, errors: u64, stop: StopReason, check: Option<CheckReport>) -
         memory_before: MemorySnapshot::default(),
         memory_after: MemorySnapshot::default(),
         check,
+        series: None,
         restored_keys: 0,
         restore: None,
         keys_excluded: 0,
