@@ -536,9 +536,13 @@ pub fn run(
     } else {
         (None, None)
     };
-    let exposures = history.as_ref().map_or_else(Vec::new, |h| {
-        series::exposures_by_bucket(h, start_ns, series.bucket_nanos())
-    });
+    // A stop wants its report now; the totals are in the check already.
+    let exposures = match &history {
+        Some(h) if !control.is_interrupted() => {
+            series::exposures_by_bucket(h, start_ns, series.bucket_nanos())
+        }
+        _ => Vec::new(),
+    };
 
     let mut report = build_report(
         plan,

@@ -5,7 +5,8 @@
 //! about once per bucket per worker. Exposures per bucket come from the
 //! history afterwards.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -216,22 +217,29 @@ pub fn exposures_by_bucket(history: &History, storm_start: u64, bucket_nanos: u6
     // Events are sorted by call: a stable sort by key keeps each key's calls in order.
     order.sort_by_key(|&i| events[i as usize].op.key());
     let mut out: Vec<u64> = Vec::new();
-    let mut open: Vec<(u64, bool)> = Vec::new();
+    // Open operations by return time, and how many of them write: each new
+    // call adds its pairs by arithmetic, O(n log n) however many overlap.
+    let mut closing: BinaryHeap<Reverse<(u64, bool)>> = BinaryHeap::new();
+    let (mut open, mut open_writes) = (0u64, 0u64);
     let mut current_key = None;
     for &i in &order {
         let event = &events[i as usize];
         if event.op.key() != current_key {
             current_key = event.op.key();
-            open.clear();
+            closing.clear();
+            (open, open_writes) = (0, 0);
         }
         // Concurrent unless one returned strictly before the other's call.
-        open.retain(|&(ret, _)| ret >= event.call);
+        while let Some(&Reverse((ret, writes))) = closing.peek() {
+            if ret >= event.call {
+                break;
+            }
+            closing.pop();
+            open -= 1;
+            open_writes -= u64::from(writes);
+        }
         let writes = matches!(event.op, Op::Set { .. } | Op::Del { .. });
-        let pairs = if writes {
-            open.len() as u64
-        } else {
-            open.iter().filter(|&&(_, w)| w).count() as u64
-        };
+        let pairs = if writes { open } else { open_writes };
         if pairs > 0 && event.call >= storm_start {
             let bucket =
                 ((event.call - storm_start) / bucket_nanos.max(1)).min(MAX_BUCKETS) as usize;
@@ -240,7 +248,9 @@ pub fn exposures_by_bucket(history: &History, storm_start: u64, bucket_nanos: u6
             }
             out[bucket] += pairs;
         }
-        open.push((event.ret, writes));
+        closing.push(Reverse((event.ret, writes)));
+        open += 1;
+        open_writes += u64::from(writes);
     }
     out
 }
