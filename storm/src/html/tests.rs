@@ -26,6 +26,7 @@ fn options() -> CheckOptions {
         threads: 1,
         max_witnesses: 10,
         cancel: None,
+        memory: None,
     }
 }
 
