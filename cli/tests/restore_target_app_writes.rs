@@ -1,6 +1,6 @@
 //! `mapchaos run --target` restoring existing keys on Debian's redis-server
 //! while an application writes them: every key the application wrote keeps
-//! its last write (value or delete), even where the storm overwrote or
+//! its last write (value, value with TTL, or delete), even where the storm overwrote or
 //! deleted that write afterwards, whether it wrote with SET/DEL, MSET or
 //! MULTI/EXEC; keys it never touched get their original and TTL back; a
 //! server that refuses MONITOR (ACL, `rename-command`) stops the storm
@@ -210,6 +210,8 @@ impl Run {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Last {
     Set(String),
+    /// With a TTL (`SET … EX`, `SETEX`): kept with a TTL.
+    SetTtl(String),
     Deleted,
 }
 
@@ -233,7 +235,8 @@ fn application(redis: &Redis, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<HashMap<
         })
     };
     vec![
-        // SET and DEL, one key per command; every fifth write a delete.
+        // SET (some with a TTL, some SETEX) and DEL, one key per command;
+        // every fifth write a delete.
         spawn(|connection, round| {
             let key = (round as usize * 7) % PLAIN;
             if round % 5 == 0 {
@@ -242,6 +245,25 @@ fn application(redis: &Redis, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<HashMap<
                     .query::<()>(connection)
                     .unwrap();
                 vec![(key, Last::Deleted)]
+            } else if round % 5 == 1 {
+                let value = format!("ex-{round}");
+                redis::cmd("SET")
+                    .arg(format!("app:{key}"))
+                    .arg(&value)
+                    .arg("EX")
+                    .arg(900)
+                    .query::<()>(connection)
+                    .unwrap();
+                vec![(key, Last::SetTtl(value))]
+            } else if round % 5 == 2 {
+                let value = format!("setex-{round}");
+                redis::cmd("SETEX")
+                    .arg(format!("app:{key}"))
+                    .arg(900)
+                    .arg(&value)
+                    .query::<()>(connection)
+                    .unwrap();
+                vec![(key, Last::SetTtl(value))]
             } else {
                 let value = format!("set-{round}");
                 redis::cmd("SET")
@@ -349,7 +371,12 @@ fn every_application_write_survives_the_restore_even_ones_the_storm_overwrote() 
             .starts_with("MONITOR"),
         "{report}"
     );
-    for outcome in ["failed", "restored_unwatched", "contended"] {
+    for outcome in [
+        "failed",
+        "restored_unwatched",
+        "contended",
+        "app_write_lost",
+    ] {
         assert!(!counts.contains_key(outcome), "{outcome}: {counts:?}");
     }
     // The storm overwrote or deleted application writes, and those were
@@ -374,6 +401,9 @@ fn every_application_write_survives_the_restore_even_ones_the_storm_overwrote() 
         let (value, ttl) = &state[key];
         let kept = match write {
             Last::Set(v) => value.as_deref() == Some(v.as_str()) && *ttl == -1,
+            Last::SetTtl(v) => {
+                value.as_deref() == Some(v.as_str()) && *ttl > 800_000 && *ttl <= 900_000
+            }
             Last::Deleted => value.is_none(),
         };
         if !kept {
@@ -389,8 +419,9 @@ fn every_application_write_survives_the_restore_even_ones_the_storm_overwrote() 
         last.len()
     );
     assert!(
-        last.values().any(|w| *w == Last::Deleted),
-        "some application writes were deletes"
+        last.values().any(|w| *w == Last::Deleted)
+            && last.values().any(|w| matches!(w, Last::SetTtl(_))),
+        "some application writes were deletes, some had a TTL"
     );
     assert_untouched_are_back(&state, "watched");
 }

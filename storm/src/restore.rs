@@ -25,6 +25,9 @@ pub const RESTORE_BATCH: usize = 256;
 pub enum AppWrite {
     /// `SET key value` without options: the key holds `value`, no TTL.
     Set(Bytes),
+    /// `SET key value EX/PX/EXAT/PXAT …`, `SETEX`, `PSETEX`: the key holds
+    /// `value` until this Unix time (ms, the server's clock).
+    SetExpiring { value: Bytes, at_unix_ms: u64 },
     /// `DEL`/`UNLINK` (of any number of keys), `FLUSHDB`, `FLUSHALL`.
     Deleted,
     /// Any other write (SET with options, INCR, APPEND, EXPIRE…): what the
@@ -261,6 +264,13 @@ pub(crate) fn restore(
     }
 }
 
+/// Now on the Unix clock, in milliseconds.
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn restore_batch(
     client: &mut dyn MapClient,
     keyspace: &Keyspace,
@@ -286,6 +296,19 @@ fn restore_batch(
                 Reason::AppWrite,
             )),
             Some(AppWrite::Deleted) => Ok((Wanted::Absent, Reason::AppWrite)),
+            Some(AppWrite::SetExpiring { value, at_unix_ms }) => {
+                match at_unix_ms.checked_sub(unix_now_ms()) {
+                    Some(left) if left > 0 => Ok((
+                        Wanted::Value {
+                            value,
+                            ttl_ms: Some(left),
+                        },
+                        Reason::AppWrite,
+                    )),
+                    // The application's write has expired by now.
+                    _ => Ok((Wanted::Absent, Reason::Expired)),
+                }
+            }
             None => match &keyspace.originals.get(i) {
                 Some(Some((value, ttl))) => match ttl {
                     None => Ok((

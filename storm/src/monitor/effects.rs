@@ -126,9 +126,16 @@ const READS: &[&str] = &[
     "zscore",
 ];
 
-/// The effects of `args` (command name first) run in database `db`, for a
-/// restore of database `ours`, pushed onto `out`.
-pub(crate) fn effects<'a>(args: &'a [Vec<u8>], db: i64, ours: i64, out: &mut Vec<Effect<'a>>) {
+/// The effects of `args` (command name first) run in database `db` at
+/// server time `at_ms` (Unix ms, for relative TTLs), for a restore of
+/// database `ours`, pushed onto `out`.
+pub(crate) fn effects<'a>(
+    args: &'a [Vec<u8>],
+    db: i64,
+    ours: i64,
+    at_ms: Option<u64>,
+    out: &mut Vec<Effect<'a>>,
+) {
     let Some(name) = args.first() else {
         return;
     };
@@ -160,16 +167,17 @@ pub(crate) fn effects<'a>(args: &'a [Vec<u8>], db: i64, ours: i64, out: &mut Vec
     }
     match name.as_str() {
         "set" if args.len() >= 3 => {
-            // `GET` only returns the old value; any other option makes the
-            // outcome depend on state (NX, XX) or adds a TTL.
-            let plain = args[3..].iter().all(|a| a.eq_ignore_ascii_case(b"get"));
             out.push(Effect::Write(
                 &args[1],
-                if plain {
-                    AppWrite::Set(args[2].clone().into())
-                } else {
-                    AppWrite::Unknown
-                },
+                set_write(&args[2], &args[3..], at_ms),
+            ));
+        }
+        "setex" | "psetex" if args.len() == 4 => {
+            let unit: &[u8] = if name == "setex" { b"EX" } else { b"PX" };
+            let options = [unit.to_vec(), args[2].clone()];
+            out.push(Effect::Write(
+                &args[1],
+                set_write(&args[3], &options, at_ms),
             ));
         }
         "getset" if args.len() == 3 => {
@@ -219,6 +227,45 @@ pub(crate) fn effects<'a>(args: &'a [Vec<u8>], db: i64, ours: i64, out: &mut Vec
     }
 }
 
+/// What `SET key value OPTIONS` left, run at `at_ms`: `GET` only returns
+/// the old value; one expiry (`EX`/`PX` relative to the command's time,
+/// `EXAT`/`PXAT` absolute) gives a value expiring then; `NX`, `XX`,
+/// `KEEPTTL` or anything else makes the outcome depend on what was there.
+fn set_write(value: &[u8], options: &[Vec<u8>], at_ms: Option<u64>) -> AppWrite {
+    let mut expiry: Option<u64> = None;
+    let mut i = 0;
+    while i < options.len() {
+        let option = options[i].to_ascii_uppercase();
+        if option == b"GET" {
+            i += 1;
+            continue;
+        }
+        let amount = options
+            .get(i + 1)
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok())
+            .filter(|n| *n > 0);
+        let deadline = match (option.as_slice(), amount, at_ms) {
+            (b"EX", Some(n), Some(at)) => n.checked_mul(1000).and_then(|ms| at.checked_add(ms)),
+            (b"PX", Some(n), Some(at)) => at.checked_add(n),
+            (b"EXAT", Some(n), _) => n.checked_mul(1000),
+            (b"PXAT", Some(n), _) => Some(n),
+            _ => None,
+        };
+        match (deadline, expiry) {
+            (Some(at), None) => expiry = Some(at),
+            _ => return AppWrite::Unknown,
+        }
+        i += 2;
+    }
+    match expiry {
+        None => AppWrite::Set(value.to_vec().into()),
+        Some(at_unix_ms) => AppWrite::SetExpiring {
+            value: value.to_vec().into(),
+            at_unix_ms,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,7 +273,7 @@ mod tests {
     fn run(command: &str, db: i64) -> Vec<(String, AppWrite)> {
         let args: Vec<Vec<u8>> = command.split(' ').map(|a| a.as_bytes().to_vec()).collect();
         let mut out = Vec::new();
-        effects(&args, db, 0, &mut out);
+        effects(&args, db, 0, Some(1_000_000), &mut out);
         out.into_iter()
             .map(|e| match e {
                 Effect::Write(k, w) => (String::from_utf8_lossy(k).into_owned(), w),
@@ -249,6 +296,48 @@ mod tests {
             run("MSET a 1 b 2", 0),
             [("a".into(), set("1")), ("b".into(), set("2"))]
         );
+    }
+
+    #[test]
+    fn writes_with_a_ttl_carry_their_deadline() {
+        let expiring = |v: &str, at_unix_ms: u64| AppWrite::SetExpiring {
+            value: v.as_bytes().to_vec().into(),
+            at_unix_ms,
+        };
+        // The command ran at 1,000,000 ms.
+        assert_eq!(
+            run("SET k v EX 10", 0),
+            [("k".into(), expiring("v", 1_010_000))]
+        );
+        assert_eq!(
+            run("set k v px 5 get", 0),
+            [("k".into(), expiring("v", 1_000_005))]
+        );
+        assert_eq!(
+            run("SET k v EXAT 2000", 0),
+            [("k".into(), expiring("v", 2_000_000))]
+        );
+        assert_eq!(run("SET k v PXAT 7", 0), [("k".into(), expiring("v", 7))]);
+        assert_eq!(
+            run("SETEX k 3 v", 0),
+            [("k".into(), expiring("v", 1_003_000))]
+        );
+        assert_eq!(
+            run("PSETEX k 3 v", 0),
+            [("k".into(), expiring("v", 1_000_003))]
+        );
+        for command in [
+            "SET k v EX 0",
+            "SET k v EX 1 PX 1",
+            "SET k v EX x",
+            "SETEX k -1 v",
+        ] {
+            assert_eq!(
+                run(command, 0),
+                [("k".into(), AppWrite::Unknown)],
+                "{command}"
+            );
+        }
     }
 
     #[test]
@@ -277,11 +366,9 @@ mod tests {
     #[test]
     fn everything_else_that_may_write_is_unknown() {
         for command in [
-            "SET k v EX 10",
             "SET k v NX",
             "SET k v KEEPTTL",
-            "SETEX k 10 v",
-            "PSETEX k 10 v",
+            "SET k v XX EX 10",
             "SETNX k v",
             "APPEND k v",
             "INCR k",

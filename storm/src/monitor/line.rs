@@ -7,6 +7,8 @@
 /// The database and client of a line, and its quoted arguments unparsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header<'a> {
+    /// The server's time of the command, Unix milliseconds.
+    pub at_ms: Option<u64>,
     pub db: i64,
     pub client: &'a [u8],
     /// `"set" "k" "v"`: hand to [`arguments`].
@@ -16,6 +18,11 @@ pub(crate) struct Header<'a> {
 /// Split a line (without its `+` and line end) into its header and the rest.
 pub(crate) fn header(line: &[u8]) -> Option<Header<'_>> {
     let open = line.iter().position(|&b| b == b'[')?;
+    let at_ms = std::str::from_utf8(&line[..open])
+        .ok()
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(|t| (t * 1000.0) as u64);
     let after = &line[open + 1..];
     let space = after.iter().position(|&b| b == b' ')?;
     let db = std::str::from_utf8(&after[..space]).ok()?.parse().ok()?;
@@ -24,6 +31,7 @@ pub(crate) fn header(line: &[u8]) -> Option<Header<'_>> {
     // never a quote.
     let close = after.windows(3).position(|w| w == b"] \"")?;
     Some(Header {
+        at_ms,
         db,
         client: &after[..close],
         rest: &after[close + 2..],
@@ -88,6 +96,7 @@ mod tests {
     fn reads_the_header_of_every_client_kind() {
         let h = header(br#"1339518083.107412 [0 127.0.0.1:60866] "set" "k" "v""#).unwrap();
         assert_eq!((h.db, h.client), (0, &b"127.0.0.1:60866"[..]));
+        assert_eq!(h.at_ms, Some(1_339_518_083_107));
         assert_eq!(h.rest, br#""set" "k" "v""#);
         let h = header(br#"1.5 [12 lua] "del" "k""#).unwrap();
         assert_eq!((h.db, h.client), (12, &b"lua"[..]));

@@ -492,7 +492,7 @@ impl WatchInner {
         }
         let args = line::arguments(header.rest).ok_or_else(unreadable)?;
         let mut found = Vec::new();
-        effects::effects(&args, header.db, self.db, &mut found);
+        effects::effects(&args, header.db, self.db, header.at_ms, &mut found);
         if !found.is_empty() {
             let mut state = self.lock();
             let state = &mut *state;
@@ -507,7 +507,9 @@ impl WatchInner {
                             // Bytes only a storm writes, from a connection
                             // not registered: what they replace is unknown.
                             let write = match write {
-                                AppWrite::Set(value) if decode_value(&value).is_some() => {
+                                AppWrite::Set(value) | AppWrite::SetExpiring { value, .. }
+                                    if decode_value(&value).is_some() =>
+                                {
                                     AppWrite::Unknown
                                 }
                                 other => other,
