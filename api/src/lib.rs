@@ -6,6 +6,7 @@ pub mod audit;
 pub mod budget;
 pub mod bytesize;
 pub mod duration;
+pub mod probe;
 pub mod report;
 pub mod resource;
 pub mod schedule;

@@ -273,9 +273,10 @@ pub struct Summary {
     /// The worst p99 as a Go duration, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99: Option<String>,
-    /// Fail if any target failed the check, Aborted if an abort condition
-    /// stopped any target's storm, Pass if every finished target passed,
-    /// Inconclusive otherwise; absent until the run ends.
+    /// Fail if any target failed the check or any steady-state probe
+    /// failed, Aborted if an abort condition stopped any target's storm,
+    /// Pass if every finished target and every probe passed, Inconclusive
+    /// otherwise; absent until the run ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
 }
@@ -298,9 +299,13 @@ pub struct RunRecord {
     pub targets: u32,
     /// Keys with anomalies found.
     pub anomalies: u64,
-    /// Its verdict.
+    /// Its verdict: the map's, failed by any probe that failed, and a
+    /// pass only when every probe passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// Each steady-state probe's results in this run (`spec.probes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<crate::probe::ProbeStatus>,
 }
 
 /// The CRD as YAML, exactly as `crds/mapchaos.io_mapchaos.yaml` holds it.

@@ -101,6 +101,13 @@ pub struct MapChaosSpec {
     /// Conditions that stop a storm early.
     #[serde(default)]
     pub abort: AbortSpec,
+    /// Steady-state probes: what the application must keep doing (an HTTP
+    /// endpoint answering, a Prometheus query within bounds) before, during
+    /// and after the storms. A run's verdict is Pass only when the map held
+    /// and every probe passed; a `before` probe that fails means no storm
+    /// starts. At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<crate::probe::Probe>,
     /// Run repeatedly on this cron schedule: five fields (minute hour
     /// day-of-month month day-of-week, e.g. "*/30 * * * *") or a nickname
     /// (@hourly, @daily, @weekly, @monthly, @yearly), in UTC. The first run

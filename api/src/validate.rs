@@ -133,6 +133,7 @@ impl MapChaosSpec {
         let mut errors = Vec::new();
         self.check_selection(limits.selects_pods, &mut errors);
         self.check_storm(limits, &mut errors);
+        self.check_probes(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -233,6 +234,15 @@ impl MapChaosSpec {
                     self.history_limit
                 ),
             );
+        }
+    }
+
+    fn check_probes(&self, errors: &mut Vec<FieldError>) {
+        for (field, message) in crate::probe::problems(&self.probes) {
+            errors.push(FieldError {
+                field: format!("spec.{field}"),
+                message,
+            });
         }
     }
 
@@ -482,6 +492,7 @@ mod tests {
             storm: Default::default(),
             check: Default::default(),
             abort: Default::default(),
+            probes: Vec::new(),
             schedule: None,
             concurrency_policy: Default::default(),
             history_limit: 10,
@@ -703,6 +714,26 @@ mod tests {
         assert_eq!(
             spec.validate_storm(&Limits::cluster()).unwrap_err().0[0].field,
             "spec.seed"
+        );
+    }
+
+    #[test]
+    fn probes_are_checked_for_the_cluster_and_for_a_local_run() {
+        let mut spec = valid();
+        spec.probes = vec![crate::probe::Probe {
+            name: "health".into(),
+            http: None,
+            prometheus: None,
+            mode: Default::default(),
+            interval: crate::GoDuration::from_secs(5),
+            failure_threshold: 1,
+            stop_on_failure: false,
+        }];
+        assert_eq!(fields(&spec), ["spec.probes[0].http"]);
+        let local = spec.validate_with(&local()).unwrap_err().to_string();
+        assert!(
+            local.contains("spec.probes[0].http: give exactly one of http or prometheus"),
+            "{local}"
         );
     }
 

@@ -38,9 +38,12 @@ use crate::kill_switch::KillSwitch;
 use crate::metrics::{Metrics, ServerState};
 use crate::plan::{self, Observation};
 use crate::policy::{Guardrails, RunGuard};
+use crate::probe_client::{self, HttpProber, ProbeRunner};
+use crate::probes::{self, ProbeResults};
 use crate::signing_key::StormSigner;
 use crate::storm_client::StormClient;
 use crate::{act, leader, metrics, observe, webhook};
+use mapchaos_api::probe::ProbeStage;
 
 /// The first retry after a failed reconcile; doubled per failure in a row.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
@@ -67,6 +70,8 @@ pub struct Context {
     pub guardrails: Option<Guardrails>,
     /// The MapChaos caches, for what other experiments storm right now.
     pub stores: RwLock<Vec<Store<MapChaos>>>,
+    /// Makes the steady-state probes' calls.
+    pub probes: Arc<dyn ProbeRunner>,
     /// Failed reconciles in a row, by experiment, for the backoff.
     failures: Mutex<HashMap<ObjectRef<MapChaos>, u32>>,
 }
@@ -92,6 +97,7 @@ impl Context {
             kill_switch,
             guardrails: None,
             stores: RwLock::default(),
+            probes: Arc::new(HttpProber::new()),
             failures: Mutex::default(),
         }
     }
@@ -99,6 +105,12 @@ impl Context {
     /// The same context, enforcing `guardrails` when runs start.
     pub fn with_guardrails(mut self, guardrails: Guardrails) -> Self {
         self.guardrails = Some(guardrails);
+        self
+    }
+
+    /// The same context, probing through `probes` (tests script them).
+    pub fn with_probes(mut self, probes: Arc<dyn ProbeRunner>) -> Self {
+        self.probes = probes;
         self
     }
 
@@ -184,14 +196,46 @@ async fn reconcile_once(
         }
         _ => RunGuard::default(),
     };
-    let plan = plan::plan(&Observation {
-        experiment,
-        pods: &pods,
-        storms: &storms,
-        now,
-        kill_switch,
-        guard: &guard,
-    })?;
+    // The `during` probes due now are observed like the storms; `before`
+    // and `after` probes are run when the plan asks for them, and the plan
+    // is made again with their attempts (the planner is pure, so the second
+    // plan differs from the first only by what the probes found).
+    let mut results = ProbeResults::default();
+    if planning {
+        results.during = observe::during_probes(&*ctx.probes, experiment, now).await;
+    }
+    let plan_with = |results: &ProbeResults| {
+        plan::plan(&Observation {
+            experiment,
+            pods: &pods,
+            storms: &storms,
+            now,
+            kill_switch,
+            guard: &guard,
+            probes: results,
+        })
+    };
+    let mut plan = plan_with(&results)?;
+    for _ in 0..3 {
+        let needs = plan.probe_needs.clone();
+        let mut probed = false;
+        if needs.before && results.before.is_none() {
+            let before = probes::in_stage(&experiment.spec, ProbeStage::Before);
+            results.before = Some(probe_client::stage(&*ctx.probes, &before).await);
+            probed = true;
+        }
+        for run in needs.after {
+            if let std::collections::btree_map::Entry::Vacant(slot) = results.after.entry(run) {
+                let after = probes::in_stage(&experiment.spec, ProbeStage::After);
+                slot.insert(probe_client::stage(&*ctx.probes, &after).await);
+                probed = true;
+            }
+        }
+        if !probed {
+            break;
+        }
+        plan = plan_with(&results)?;
+    }
     tracing::debug!(
         experiment = %experiment.name_any(),
         %namespace,

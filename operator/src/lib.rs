@@ -8,7 +8,9 @@
 //! (with `kill_switch`, `leader` and `metrics` around it). `webhook` injects
 //! the sidecar into the pods that ask for it; `admission` decides who may
 //! storm where and stamps who did, with the rules of `policy`, which the
-//! planner applies again whenever a run starts.
+//! planner applies again whenever a run starts. `probes` decides which
+//! steady-state probes are due and what their attempts mean for a run;
+//! `probe_client` makes their calls.
 
 pub mod act;
 pub mod admission;
@@ -24,6 +26,8 @@ pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod probe_client;
+pub mod probes;
 pub mod release;
 pub mod selector;
 pub mod signing_key;

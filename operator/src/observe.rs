@@ -20,8 +20,11 @@ use mapchaos_api::MapChaos;
 use crate::error::Error;
 use crate::plan::{self, StormObservation};
 use crate::policy::NamespaceFacts;
+use crate::probe_client::ProbeRunner;
+use crate::probes;
 use crate::selector::CandidatePod;
 use crate::storm_client::StormClient;
+use mapchaos_api::probe::ProbeAttempt;
 
 /// The name of the sidecar's container in a target pod.
 pub const SIDECAR_CONTAINER: &str = "mapchaos-sidecar";
@@ -111,6 +114,22 @@ pub async fn storms(
         .buffer_unordered(STORM_GETS_IN_FLIGHT)
         .collect()
         .await
+}
+
+/// One attempt of every `during` probe due now, by (run, probe name),
+/// made concurrently.
+pub async fn during_probes(
+    runner: &dyn ProbeRunner,
+    experiment: &MapChaos,
+    now: jiff::Timestamp,
+) -> BTreeMap<(u32, String), ProbeAttempt> {
+    let calls = probes::during_due(experiment, now)
+        .into_iter()
+        .map(|(run, probe)| async move {
+            let attempt = runner.attempt(&probe).await;
+            ((run, probe.name), attempt)
+        });
+    futures::future::join_all(calls).await.into_iter().collect()
 }
 
 #[cfg(test)]

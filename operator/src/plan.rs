@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use mapchaos_api::probe::{ProbeStage, ProbeStatus, combined_verdict, failed_names};
 use mapchaos_api::resource::{
     CREATED_BY_ANNOTATION, ExperimentPhase, FINALIZER, LatencyMicros, MapChaosStatus,
     PAUSE_ANNOTATION, RunRecord, Summary, TargetPhase, TargetStatus, UPDATED_BY_ANNOTATION,
@@ -37,6 +38,7 @@ use mapchaos_api::{GoDuration, MapChaos, Verdict};
 use crate::choice::{choose, run_seed, seed_from_uid, storm_id, target_count};
 use crate::error::Error;
 use crate::policy::RunGuard;
+use crate::probes::{self, ProbeNeeds, ProbeResults};
 use crate::selector::{self, CandidatePod};
 
 /// How often running storms are polled and their leases renewed: a third
@@ -95,6 +97,8 @@ pub struct Observation<'a> {
     pub kill_switch: bool,
     /// What the guardrails refuse when a run starts.
     pub guard: &'a RunGuard,
+    /// The steady-state probe attempts made for this reconcile.
+    pub probes: &'a ProbeResults,
 }
 
 /// Where to reach a target's sidecar.
@@ -153,6 +157,8 @@ pub mod reason {
     pub const DELETING: &str = "Deleting";
     pub const NAMESPACE_SKIPPED: &str = "NamespaceSkipped";
     pub const RUN_REFUSED: &str = "RunRefused";
+    /// A steady-state probe failed (before: the run did not start).
+    pub const PROBE_FAILED: &str = "ProbeFailed";
 }
 
 /// One thing the act step does.
@@ -191,6 +197,9 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// When to reconcile again without a watch event; `None` waits for one.
     pub requeue: Option<Duration>,
+    /// Probes to run before this plan is final: the reconciler runs them
+    /// and plans again with their attempts.
+    pub probe_needs: ProbeNeeds,
 }
 
 impl Plan {
@@ -259,6 +268,7 @@ pub fn plan(input: &Observation<'_>) -> Result<Plan, Error> {
         status: old.clone(),
         actions: Vec::new(),
         requeue: None,
+        needs: ProbeNeeds::default(),
     };
     let has_finalizer = metadata.finalizers.iter().flatten().any(|f| f == FINALIZER);
 
@@ -275,6 +285,7 @@ pub fn plan(input: &Observation<'_>) -> Result<Plan, Error> {
         status: planner.status,
         actions: planner.actions,
         requeue: planner.requeue,
+        probe_needs: planner.needs,
     })
 }
 
@@ -287,6 +298,7 @@ struct Planner<'a> {
     status: MapChaosStatus,
     actions: Vec<Action>,
     requeue: Option<Duration>,
+    needs: ProbeNeeds,
 }
 
 impl Planner<'_> {
@@ -413,10 +425,13 @@ impl Planner<'_> {
         // Stop what must stop: everything on a pause; the running runs when
         // the schedule fired and they are to be replaced.
         let active = self.any_active();
+        let probe_stop = self.during_probes();
         let stop = if paused.is_some() {
             Some(Stop::Pause)
         } else if owed.is_some() && active && policy == ConcurrencyPolicy::Replace {
             Some(Stop::Replace)
+        } else if probe_stop {
+            Some(Stop::Probe)
         } else {
             None
         };
@@ -451,7 +466,11 @@ impl Planner<'_> {
 
         let active = self.any_active();
         let current = self.current_targets();
-        self.status.summary = (self.status.run > 0).then(|| summarise(&current));
+        self.status.summary = (self.status.run > 0).then(|| {
+            let mut summary = summarise(&current);
+            summary.verdict = self.probed_verdict(self.status.run, summary.verdict);
+            summary
+        });
         self.status.phase = if active {
             if paused.is_some() {
                 ExperimentPhase::Paused
@@ -470,6 +489,12 @@ impl Planner<'_> {
         self.run_conditions();
         if active {
             self.requeue_within(RENEW_INTERVAL);
+            if let Some(interval) = probes::during_interval(spec) {
+                self.requeue_within(interval);
+            }
+        }
+        if !self.needs.is_empty() {
+            self.requeue_within(PENDING_POLL);
         }
         // A storm just sent is confirmed within moments: look again soon, so
         // the status does not say Pending for a whole renewal interval.
@@ -690,6 +715,26 @@ impl Planner<'_> {
         if !self.within_limits(&chosen) {
             return;
         }
+        let dry_run = spec.dry_run;
+        let mut probe_statuses = probes::fresh(spec);
+        if !dry_run && !probes::in_stage(spec, ProbeStage::Before).is_empty() {
+            let Some(attempts) = &input.probes.before else {
+                // The reconciler makes the `before` attempts and plans again.
+                self.needs.before = true;
+                return;
+            };
+            let failed = probes::fold(
+                &mut probe_statuses,
+                spec,
+                ProbeStage::Before,
+                attempts,
+                &self.now,
+            );
+            if !failed.is_empty() {
+                self.refuse_run(run, probe_statuses, &failed);
+                return;
+            }
+        }
         self.status.run = run;
         self.status.started_at = Some(self.now.clone());
         self.status.finished_at = None;
@@ -705,7 +750,6 @@ impl Planner<'_> {
                 mode_text(spec.mode, spec.value.as_deref())
             ),
         );
-        let dry_run = spec.dry_run;
         let request = self.storm_request(seed);
         // Finished targets of earlier runs live on in `status.runs`.
         self.status.targets.retain(|t| !t.phase.is_final());
@@ -739,6 +783,7 @@ impl Planner<'_> {
             targets: count as u32,
             anomalies: 0,
             verdict: None,
+            probes: probe_statuses,
         });
         let new = &self.status.targets[first_new..];
         let pods = new
@@ -991,7 +1036,7 @@ impl Planner<'_> {
                 .map_or(run == current && self.status.finished_at.is_some(), |r| {
                     r.finished_at.is_some()
                 });
-            if !recorded && targets.iter().all(|t| t.phase.is_final()) {
+            if !recorded && targets.iter().all(|t| t.phase.is_final()) && self.after_probes(run) {
                 self.finish_run(run, &targets);
             }
         }
@@ -1026,6 +1071,7 @@ impl Planner<'_> {
                     targets: 0,
                     anomalies: 0,
                     verdict: None,
+                    probes: Vec::new(),
                 });
                 self.status.runs.sort_by_key(|r| r.run);
                 self.status
@@ -1040,8 +1086,39 @@ impl Planner<'_> {
         record.phase = phase;
         record.targets = summary.targets;
         record.anomalies = summary.total_anomalies;
-        record.verdict = summary.verdict;
-        // Keep the newest `historyLimit` finished runs, and every running one.
+        record.probes.iter_mut().for_each(ProbeStatus::finish);
+        record.verdict = combined_verdict(summary.verdict, &record.probes);
+        let verdict = record.verdict;
+        let failed_probes = failed_names(&record.probes).join(", ");
+        self.trim_runs();
+        if self.input.experiment.spec.dry_run {
+            return;
+        }
+        let kind = if phase == ExperimentPhase::Completed && verdict != Some(Verdict::Fail) {
+            EventKind::Normal
+        } else {
+            EventKind::Warning
+        };
+        let probes = if failed_probes.is_empty() {
+            String::new()
+        } else {
+            format!(" (failed probes: {failed_probes})")
+        };
+        self.event(
+            kind,
+            reason::RUN_FINISHED,
+            format!(
+                "run {run} {phase:?}: {} ops, {} exposures, {} keys with anomalies, verdict {}{probes}",
+                summary.ops,
+                summary.total_exposures,
+                summary.total_anomalies,
+                verdict.map_or_else(|| "none".to_owned(), |v| format!("{v:?}")),
+            ),
+        );
+    }
+
+    /// Keep the newest `historyLimit` finished runs, and every running one.
+    fn trim_runs(&mut self) {
         let limit = self.input.experiment.spec.history_limit.max(1) as usize;
         let mut finished = self
             .status
@@ -1057,28 +1134,131 @@ impl Planner<'_> {
                 true
             }
         });
-        if self.input.experiment.spec.dry_run {
-            return;
+    }
+
+    /// A run whose `before` probe failed: recorded as Failed with verdict
+    /// Fail and no targets; no storm starts.
+    fn refuse_run(&mut self, run: u32, probes: Vec<ProbeStatus>, failed: &[(String, String)]) {
+        self.status.run = run;
+        self.status.started_at = Some(self.now.clone());
+        self.status.finished_at = Some(self.now.clone());
+        self.status.interrupted = false;
+        self.status.targets.retain(|t| !t.phase.is_final());
+        let verdict = combined_verdict(None, &probes);
+        self.status.runs.push(RunRecord {
+            run,
+            started_at: Some(self.now.clone()),
+            finished_at: Some(self.now.clone()),
+            phase: ExperimentPhase::Failed,
+            targets: 0,
+            anomalies: 0,
+            verdict,
+            probes,
+        });
+        self.trim_runs();
+        for (name, message) in failed {
+            self.event(
+                EventKind::Warning,
+                reason::PROBE_FAILED,
+                format!("run {run} not started: probe {name} failed before the storms ({message})"),
+            );
         }
-        let kind = if phase == ExperimentPhase::Completed && summary.verdict != Some(Verdict::Fail)
-        {
-            EventKind::Normal
-        } else {
-            EventKind::Warning
+    }
+
+    /// Fold this reconcile's `during` attempts into the runs still going,
+    /// with a `ProbeFailed` Event for each probe that fails now; whether a
+    /// failed `stopOnFailure` probe stops the storms.
+    fn during_probes(&mut self) -> bool {
+        let spec = &self.input.experiment.spec;
+        let mut events = Vec::new();
+        for ((run, name), attempt) in &self.input.probes.during {
+            let Some(record) = self
+                .status
+                .runs
+                .iter_mut()
+                .find(|r| r.run == *run && r.finished_at.is_none())
+            else {
+                continue;
+            };
+            let attempts = BTreeMap::from([(name.clone(), vec![attempt.clone()])]);
+            for (name, message) in probes::fold(
+                &mut record.probes,
+                spec,
+                ProbeStage::During,
+                &attempts,
+                &self.now,
+            ) {
+                let stops = spec
+                    .probes
+                    .iter()
+                    .any(|p| p.name == name && p.stop_on_failure);
+                events.push(format!(
+                    "run {run}: probe {name} failed during the storms ({message}){}",
+                    if stops {
+                        "; stopping the storms (stopOnFailure)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        for message in events {
+            self.event(EventKind::Warning, reason::PROBE_FAILED, message);
+        }
+        let status = &self.status;
+        status
+            .runs
+            .iter()
+            .filter(|r| r.finished_at.is_none())
+            .any(|r| {
+                let storming = status
+                    .targets
+                    .iter()
+                    .any(|t| run_of(t, status.run) == r.run && !t.phase.is_final());
+                storming && probes::stops_storms(spec, &r.probes).is_some()
+            })
+    }
+
+    /// Whether run `run` may finish: it has no `after` probes, or their
+    /// attempts are here (folded in now); otherwise the reconciler is asked
+    /// to make them.
+    fn after_probes(&mut self, run: u32) -> bool {
+        let spec = &self.input.experiment.spec;
+        if spec.dry_run || probes::in_stage(spec, ProbeStage::After).is_empty() {
+            return true;
+        }
+        let Some(record) = self.status.runs.iter_mut().find(|r| r.run == run) else {
+            return true;
         };
-        self.event(
-            kind,
-            reason::RUN_FINISHED,
-            format!(
-                "run {run} {phase:?}: {} ops, {} exposures, {} keys with anomalies, verdict {}",
-                summary.ops,
-                summary.total_exposures,
-                summary.total_anomalies,
-                summary
-                    .verdict
-                    .map_or_else(|| "none".to_owned(), |v| format!("{v:?}")),
-            ),
+        let Some(attempts) = self.input.probes.after.get(&run) else {
+            if !self.needs.after.contains(&run) {
+                self.needs.after.push(run);
+            }
+            return false;
+        };
+        let failed = probes::fold(
+            &mut record.probes,
+            spec,
+            ProbeStage::After,
+            attempts,
+            &self.now,
         );
+        for (name, message) in failed {
+            self.event(
+                EventKind::Warning,
+                reason::PROBE_FAILED,
+                format!("run {run}: probe {name} failed after the storms ({message})"),
+            );
+        }
+        true
+    }
+
+    /// A run's verdict with its probes': combined once the run finished.
+    fn probed_verdict(&self, run: u32, map: Option<Verdict>) -> Option<Verdict> {
+        match self.status.runs.iter().find(|r| r.run == run) {
+            Some(record) if record.finished_at.is_some() => combined_verdict(map, &record.probes),
+            _ => map,
+        }
     }
 
     fn run_conditions(&mut self) {
@@ -1167,6 +1347,8 @@ enum Stop {
     Pause,
     /// The schedule fired with `concurrencyPolicy: Replace`.
     Replace,
+    /// A `stopOnFailure` probe failed while the storms ran.
+    Probe,
 }
 
 impl Stop {
@@ -1174,6 +1356,7 @@ impl Stop {
         match self {
             Stop::Pause => "paused",
             Stop::Replace => "replaced by the next scheduled run",
+            Stop::Probe => "stopped by a failed stopOnFailure probe",
         }
     }
 }

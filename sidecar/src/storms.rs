@@ -567,6 +567,7 @@ impl Storms {
             storm: request.storm.clone(),
             check: request.check.clone(),
             abort: request.abort.clone(),
+            probes: Vec::new(),
             schedule: None,
             concurrency_policy: Default::default(),
             history_limit: 10,

@@ -43,6 +43,7 @@ async fn a_storm_the_sidecar_refuses_becomes_a_warning_event() {
         status: MapChaosStatus::default(),
         actions: vec![start("refused-1")],
         requeue: None,
+        probe_needs: Default::default(),
     };
     let api: Api<MapChaos> = Api::namespaced(ctx.client.clone(), "shop");
     let acting = {
@@ -91,6 +92,7 @@ async fn an_unreachable_sidecar_is_left_to_the_next_observation() {
             },
         ],
         requeue: None,
+        probe_needs: Default::default(),
     };
     let api: Api<MapChaos> = Api::namespaced(ctx.client.clone(), "shop");
     act(&api, &ctx.storms, &ctx.recorder(), &experiment, &plan)
@@ -156,6 +158,7 @@ async fn every_event_names_who_created_and_last_updated_the_experiment() {
             event("RunFinished", "run 1 Completed"),
         ],
         requeue: None,
+        probe_needs: Default::default(),
     };
     let api: Api<MapChaos> = Api::namespaced(ctx.client.clone(), "shop");
     let acting = {

@@ -19,6 +19,7 @@ use crate::plan::PENDING_POLL;
 
 mod fake_cluster;
 mod lifecycle;
+mod probe_lifecycle;
 
 async fn join(task: tokio::task::JoinHandle<Result<Action, Error>>) -> Result<Action, Error> {
     tokio::time::timeout(Duration::from_secs(10), task)

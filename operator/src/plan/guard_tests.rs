@@ -62,6 +62,7 @@ fn reconcile(
         now,
         kill_switch: false,
         guard,
+        probes: &Default::default(),
     })
     .unwrap()
 }

@@ -76,6 +76,7 @@ fn run(
         now,
         kill_switch: false,
         guard: &RunGuard::default(),
+        probes: &Default::default(),
     })
     .unwrap()
 }
@@ -928,6 +929,7 @@ fn the_kill_switch_stop_is_final_when_lifted() {
             now: at,
             kill_switch: true,
             guard: &RunGuard::default(),
+            probes: &Default::default(),
         })
         .unwrap()
     };
@@ -948,6 +950,7 @@ fn the_kill_switch_stop_is_final_when_lifted() {
         now: later(10),
         kill_switch: true,
         guard: &RunGuard::default(),
+        probes: &Default::default(),
     })
     .unwrap();
     assert!(!plan_off.status.interrupted);
@@ -998,6 +1001,7 @@ fn plan_with_kill_switch(experiment: &MapChaos, pods: &[CandidatePod]) -> Plan {
         now: t0(),
         kill_switch: true,
         guard: &RunGuard::default(),
+        probes: &Default::default(),
     })
     .unwrap()
 }
@@ -1133,6 +1137,7 @@ fn a_resource_without_a_uid_is_an_error_not_a_panic() {
         now: t0(),
         kill_switch: false,
         guard: &RunGuard::default(),
+        probes: &Default::default(),
     })
     .unwrap_err();
     assert_eq!(error.metric_label(), "missing_metadata");
@@ -1155,4 +1160,5 @@ fn no_condition_is_ever_sent_with_an_empty_message() {
     }
 }
 
+mod probes;
 mod schedule;

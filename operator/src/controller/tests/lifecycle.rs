@@ -40,7 +40,7 @@ const NAME: &str = "storm";
 /// The longest a scenario waits for a phase of a run.
 const PATIENCE: Duration = Duration::from_secs(8);
 
-fn sharded() -> Arc<dyn MapEngine> {
+pub(super) fn sharded() -> Arc<dyn MapEngine> {
     Arc::new(ShardedEngine::new(4, Clock::System))
 }
 
@@ -55,9 +55,9 @@ fn storm(duration: &str) -> Value {
 }
 
 /// One experiment, its pods `cart-{i}` (one per sidecar) and one operator.
-struct Scenario {
-    api: FakeApi,
-    sidecars: Vec<LoopbackSidecar>,
+pub(super) struct Scenario {
+    pub(super) api: FakeApi,
+    pub(super) sidecars: Vec<LoopbackSidecar>,
     port: u16,
     ctx: Arc<Context>,
     /// How far the operator's clock runs ahead of the wall clock.
@@ -67,7 +67,7 @@ struct Scenario {
 impl Scenario {
     /// The experiment as `kubectl apply` creates it (no finalizer yet), on
     /// sidecars at 127.`net`.0.x, one per engine.
-    async fn start(net: u8, engines: Vec<Arc<dyn MapEngine>>, spec: Value) -> Self {
+    pub(super) async fn start(net: u8, engines: Vec<Arc<dyn MapEngine>>, spec: Value) -> Self {
         let (port, sidecars) = sidecars(net, engines, &fixtures::signer().public_key_hex()).await;
         let api = FakeApi::default();
         api.set_pods(
@@ -100,7 +100,7 @@ impl Scenario {
         self.api.experiment(NAMESPACE, NAME)
     }
 
-    fn status(&self) -> MapChaosStatus {
+    pub(super) fn status(&self) -> MapChaosStatus {
         self.experiment()
             .expect("the experiment exists")
             .status
@@ -108,7 +108,7 @@ impl Scenario {
     }
 
     /// One reconcile of the experiment as the API server holds it now.
-    async fn reconcile(&self) -> Action {
+    pub(super) async fn reconcile(&self) -> Action {
         let experiment = Arc::new(self.experiment().expect("the experiment exists"));
         let now = Timestamp::now().checked_add(self.skew).unwrap();
         tokio::time::timeout(
@@ -122,7 +122,7 @@ impl Scenario {
 
     /// Reconcile every 100 ms until `done` holds for the status, checking
     /// `invariant` on every status on the way.
-    async fn reconcile_until(
+    pub(super) async fn reconcile_until(
         &self,
         what: &str,
         done: impl Fn(&MapChaosStatus) -> bool,
@@ -145,7 +145,7 @@ impl Scenario {
     }
 
     /// Through the finalizer to the storms confirmed running.
-    async fn until_running(&self) -> MapChaosStatus {
+    pub(super) async fn until_running(&self) -> MapChaosStatus {
         self.reconcile().await;
         assert_eq!(
             self.experiment().unwrap().finalizers(),
@@ -160,14 +160,14 @@ impl Scenario {
         .await
     }
 
-    async fn until_finished(&self) -> MapChaosStatus {
+    pub(super) async fn until_finished(&self) -> MapChaosStatus {
         self.reconcile_until("the run finished", |s| s.finished_at.is_some(), |_| {})
             .await
     }
 
     /// The Events published with this reason, repeats (kube's recorder
     /// patches a series) included: one per publish.
-    fn events(&self, reason: &str) -> Vec<RecordedEvent> {
+    pub(super) fn events(&self, reason: &str) -> Vec<RecordedEvent> {
         self.api
             .events()
             .into_iter()
@@ -184,7 +184,7 @@ impl Scenario {
     }
 
     /// Wait (off the runtime) until every sidecar's storm has ended.
-    async fn sidecars_idle(&self) {
+    pub(super) async fn sidecars_idle(&self) {
         for sidecar in &self.sidecars {
             let storms = sidecar.storms.clone();
             let idle =
