@@ -1,7 +1,8 @@
 //! Exit statuses, the same for every subcommand that judges a storm: 0 pass,
 //! 1 anomalies, 2 bad input, 3 inconclusive, 4 could not run, 5 aborted by
-//! an abort condition; a run stopped by a signal exits 128 + its number, or 6
-//! when forced out by a third.
+//! an abort condition, 7 a steady-state probe failed (the map did not), 8 a
+//! `before` probe failed so no storm ran; a run stopped by a signal exits
+//! 128 + its number, or 6 when forced out by a third.
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -24,6 +25,10 @@ impl Exit {
     pub const ABORTED: u8 = 5;
     /// A third signal ended the run at once, its restore unfinished.
     pub const FORCED: u8 = 6;
+    /// A steady-state probe failed; the map's own verdict was no FAIL.
+    pub const PROBE_FAILED: u8 = 7;
+    /// A `before` probe failed: no storm ran.
+    pub const NOT_STARTED: u8 = 8;
 
     pub fn bad_input(message: impl Display) -> Self {
         Exit {
@@ -35,6 +40,22 @@ impl Exit {
     pub fn cannot_run(message: impl Display) -> Self {
         Exit {
             code: Self::CANNOT_RUN,
+            message: Some(message.to_string()),
+        }
+    }
+
+    /// The map held (or proved nothing) but a probe failed.
+    pub fn probe_failed() -> Self {
+        Exit {
+            code: Self::PROBE_FAILED,
+            message: None,
+        }
+    }
+
+    /// A `before` probe failed, so no storm ran.
+    pub fn not_started(message: impl Display) -> Self {
+        Exit {
+            code: Self::NOT_STARTED,
             message: Some(message.to_string()),
         }
     }

@@ -9,6 +9,7 @@ mod manifest;
 mod metrics_server;
 mod operator;
 mod preflight;
+mod probes;
 mod run;
 mod signals;
 mod telemetry;

@@ -24,7 +24,9 @@ use mapchaos_storm::runner::{self, StormControl, StormPlan, StormTarget};
 use mapchaos_storm::verdict::Judging;
 
 use crate::exit::{Exit, exit_for_verdict};
+use crate::probes::LocalProbes;
 use crate::{manifest, preflight};
+use mapchaos_api::probe::ProbeStage;
 
 /// Output format of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,7 +45,15 @@ pub enum OutputFormat {
 keys the search could not finish, or more failed operations than \
 abort.maxErrorRate, 5% by default), 4 the storm could not run (or its restore \
 could not reach every key), 5 aborted (an abort condition stopped the storm: \
-never a pass). The report's last line gives the verdict word and why.\n\n\
+never a pass), 7 a steady-state probe (spec.probes) failed while the map did \
+not (the verdict is FAIL, the report's mapVerdict the map's own), 8 a `before` \
+probe failed: no storm ran. The report's last line gives the verdict word and \
+why.\n\n\
+Probes: `mapchaos run` calls spec.probes itself (http and prometheus): \
+`before` ones before the storm (each up to failureThreshold times, interval \
+apart), `during` ones every interval while the workers storm (stopOnFailure \
+stops the storm, which restores), `after` ones once it ended. They are listed \
+in the report (JSON: `probes`).\n\n\
 Signals: SIGINT, SIGTERM or SIGHUP stops whatever phase runs within a second \
 (preparing, storming, checking: the check's unfinished keys count as unknown), \
 restores what the storm took (with spec.storm.restore), prints the partial \
@@ -292,6 +302,16 @@ pub fn run(args: RunArgs) -> Exit {
         None => None,
     };
 
+    let probes = match LocalProbes::new(&spec.probes) {
+        Ok(probes) => probes,
+        Err(error) => return Exit::cannot_run(format!("cannot start the probes: {error}")),
+    };
+    if let Some(probes) = probes.as_ref() {
+        let failed = probes.once(ProbeStage::Before);
+        if !failed.is_empty() {
+            return before_failed(probes, &failed, args.output);
+        }
+    }
     let control = StormControl::new();
     let signals = match crate::signals::Signals::install(control.clone(), restores) {
         Ok(signals) => signals,
@@ -303,6 +323,7 @@ pub fn run(args: RunArgs) -> Exit {
         plan.duration,
         args.quiet || args.output == OutputFormat::Json,
     );
+    let during = probes.as_ref().map(|p| p.during(control.clone()));
     let outcome = std::thread::scope(|scope| {
         let worker = scope.spawn(|| runner::run(&plan, target.as_ref(), &control));
         let mut phase = None;
@@ -322,6 +343,9 @@ pub fn run(args: RunArgs) -> Exit {
     });
     progress.finish();
     metrics.storm_active.set(0);
+    if let (Some(probes), Some(during)) = (probes.as_ref(), during) {
+        probes.end_during(during);
+    }
 
     let mut outcome = match outcome {
         Ok(outcome) => outcome,
@@ -343,6 +367,14 @@ pub fn run(args: RunArgs) -> Exit {
         };
         mapchaos_storm::verdict::apply(&mut outcome.report, &judging);
     }
+    // The map's verdict, before the probes have their say.
+    let map_verdict = outcome.report.verdict;
+    let probe_statuses = probes.map(|probes| {
+        probes.once(ProbeStage::After);
+        let statuses = probes.finish();
+        crate::probes::judge(&mut outcome.report, &statuses);
+        statuses
+    });
     metrics.record_report(&outcome.report);
     if let (Some(path), Some(history)) = (&args.history, &outcome.history) {
         if let Err(error) = save_history(path, history) {
@@ -369,11 +401,37 @@ pub fn run(args: RunArgs) -> Exit {
         }
     }
     match args.output {
-        OutputFormat::Text => print!("{}", mapchaos_storm::report::render(&outcome.report)),
-        OutputFormat::Json => match serde_json::to_string_pretty(&outcome.report) {
-            Ok(json) => println!("{json}"),
-            Err(error) => return Exit::cannot_run(format!("cannot encode the report: {error}")),
-        },
+        OutputFormat::Text => {
+            let text = mapchaos_storm::report::render(&outcome.report);
+            match &probe_statuses {
+                // The probes go before the verdict line, which stays last.
+                Some(statuses) => {
+                    let text = text.trim_end_matches('\n');
+                    let (body, verdict) = text.rsplit_once('\n').unwrap_or(("", text));
+                    let body = body.trim_end();
+                    print!("{body}\n\n{}\n{verdict}\n", crate::probes::render(statuses));
+                }
+                None => print!("{text}"),
+            }
+        }
+        OutputFormat::Json => {
+            let mut json = match serde_json::to_value(&outcome.report) {
+                Ok(json) => json,
+                Err(error) => {
+                    return Exit::cannot_run(format!("cannot encode the report: {error}"));
+                }
+            };
+            if let Some(statuses) = &probe_statuses {
+                json["mapVerdict"] = serde_json::json!(map_verdict);
+                json["probes"] = serde_json::json!(statuses);
+            }
+            match serde_json::to_string_pretty(&json) {
+                Ok(json) => println!("{json}"),
+                Err(error) => {
+                    return Exit::cannot_run(format!("cannot encode the report: {error}"));
+                }
+            }
+        }
     }
     // The process ends now: an engine holding millions of keys would take
     // seconds to free, key by key, for nothing.
@@ -398,7 +456,39 @@ pub fn run(args: RunArgs) -> Exit {
     if let StopReason::Stopped = outcome.report.stop_reason {
         eprintln!("stopped early on request; the report covers what ran");
     }
+    let probe_failed = probe_statuses
+        .as_deref()
+        .is_some_and(|s| !mapchaos_api::probe::failed_names(s).is_empty());
+    if probe_failed && map_verdict != mapchaos_api::Verdict::Fail {
+        return Exit::probe_failed();
+    }
     exit_for_verdict(outcome.report.verdict)
+}
+
+/// A `before` probe failed: print the probes (and, as JSON, a verdict with
+/// no storm report) and exit without storming.
+fn before_failed(probes: &LocalProbes, failed: &[(String, String)], output: OutputFormat) -> Exit {
+    let (name, message) = &failed[0];
+    let reason = format!("probe {name} failed before the storm ({message}); no storm ran");
+    let statuses = probes.statuses();
+    match output {
+        OutputFormat::Text => {
+            print!("{}", crate::probes::render(&statuses));
+            println!(
+                "{}",
+                mapchaos_storm::report::verdict_line(mapchaos_api::Verdict::Fail, &reason)
+            );
+        }
+        OutputFormat::Json => {
+            let json = serde_json::json!({
+                "verdict": mapchaos_api::Verdict::Fail,
+                "verdictReason": reason,
+                "probes": statuses,
+            });
+            println!("{json:#}");
+        }
+    }
+    Exit::not_started(reason)
 }
 
 fn save_history(path: &PathBuf, history: &mapchaos_storm::History) -> anyhow::Result<()> {
