@@ -105,25 +105,36 @@ operator_pod() {
         -o jsonpath='{.items[0].metadata.name}' 2>/dev/null
 }
 
-# sidecar_storms FILTER "IP ID"...: each storm's status from its sidecar's own API (unsigned
-# GET on the pod IP) matches FILTER; false with fewer than two storms to look at.
+# The mapchaos binary on this machine (`mapchaos fetch` signs the storm API reads) and the
+# operator's signing key (written once the chart is installed), for the checks below.
+export MAPCHAOS_BIN="${MAPCHAOS_BIN:-$REPO/target/debug/mapchaos}"
+export SIGNING_KEY_FILE="$DIR/e2e-signing-key.pem"
+# storm_status "IP ID NAMESPACE/POD UID": the storm's status from its sidecar's own API on the
+# pod IP, with a GET signed for that pod as the operator signs it.
+storm_status() {
+    local ip id pod uid
+    read -r ip id pod uid <<<"$1"
+    timeout 10 "$MAPCHAOS_BIN" fetch "$ip" "/v1/storms/$id" --pod "$pod" --pod-uid "$uid" \
+        --signing-key-file "$SIGNING_KEY_FILE"
+}
+export -f storm_status
+# sidecar_storms FILTER "IP ID NAMESPACE/POD UID"...: each storm's status matches FILTER;
+# false with fewer than two storms to look at.
 sidecar_storms() {
-    local filter=$1 t ip id
+    local filter=$1 t
     shift
     (($# >= 2)) || return 1
     for t in "$@"; do
-        read -r ip id <<<"$t"
-        curl -sf --max-time 5 "http://$ip:9464/v1/storms/$id" | jqe "$filter" || return 1
+        storm_status "$t" | jqe "$filter" || return 1
     done
 }
 export -f sidecar_storms
-# sidecar_storms1 FILTER "IP ID": the same for exactly one storm.
+# sidecar_storms1 FILTER "IP ID NAMESPACE/POD UID": the same for exactly one storm.
 sidecar_storms1() {
-    local filter=$1 ip id
+    local filter=$1
     shift
     (($# == 1)) || return 1
-    read -r ip id <<<"$1"
-    curl -sf --max-time 5 "http://$ip:9464/v1/storms/$id" | jqe "$filter"
+    storm_status "$1" | jqe "$filter"
 }
 export -f sidecar_storms1
 
@@ -292,6 +303,8 @@ check "kubectl get mc works" bash -c "kubectl get mc -A >/dev/null"
 # The operator's public key, as NOTES.txt tells users to compute it.
 PUBKEY=$(kubectl -n "$OP_NS" get secret "$RELEASE-signing-key" -o jsonpath='{.data.signing-key\.pem}' | base64 -d |
     openssl pkey -pubout -outform DER | tail -c 32 | od -An -tx1 | tr -d ' \n')
+(umask 077 && kubectl -n "$OP_NS" get secret "$RELEASE-signing-key" -o jsonpath='{.data.signing-key\.pem}' |
+    base64 -d >"$SIGNING_KEY_FILE")
 check "operator public key from the chart's Secret is 64 hex characters" bash -c "[[ '$PUBKEY' =~ ^[0-9a-f]{64}\$ ]]"
 local_check "operator logs have no ERROR so far" bash -c "! grep -q ERROR '$DIR'/pods/${OP_NS}_${OP_POD}_*/logs/operator.log"
 
@@ -304,7 +317,11 @@ demo_deployment() {
       - name: mapchaos-sidecar
         image: $IMAGE_REPO:$IMAGE_TAG
         args: [sidecar, --http-addr, \"0.0.0.0:9464\", --log-format, text$extra]
-        env: [{name: MAPCHAOS_OPERATOR_PUBLIC_KEY, value: \"$PUBKEY\"}]
+        env:
+          - {name: MAPCHAOS_OPERATOR_PUBLIC_KEY, value: \"$PUBKEY\"}
+          - {name: MAPCHAOS_POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+          - {name: MAPCHAOS_POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+          - {name: MAPCHAOS_POD_UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}
         ports: [{name: mapchaos-http, containerPort: 9464}]
         readinessProbe: {httpGet: {path: /readyz, port: mapchaos-http}, periodSeconds: 2}"
 }
@@ -415,15 +432,15 @@ storm_ops() {
     curl -sf --max-time 5 "http://$1:9464/metrics" |
         awk '/^mapchaos_ops_total\{/ && /source="storm"/ { s += $2 } END { printf "%d\n", s }'
 }
-# one_storm_each: no second storm: each sidecar of OSTORMS ("IP ID", 3 of them) counted
-# exactly its storm's ops since OPS_BEFORE[IP] was read.
+# one_storm_each: no second storm: each sidecar of OSTORMS ("IP ID NAMESPACE/POD UID", 3 of
+# them) counted exactly its storm's ops since OPS_BEFORE[IP] was read.
 one_storm_each() {
     local t ip id ops before after
     ((${#OSTORMS[@]} == 3)) || return 1
     for t in "${OSTORMS[@]}"; do
-        read -r ip id <<<"$t"
+        read -r ip id _ <<<"$t"
         [[ -n ${OPS_BEFORE[$ip]:-} ]] || return 1
-        ops=$(curl -sf --max-time 5 "http://$ip:9464/v1/storms/$id" | jq -r .ops) || return 1
+        ops=$(storm_status "$t" | jq -r .ops) || return 1
         before=${OPS_BEFORE[$ip]}
         after=$(storm_ops "$ip")
         say "  $ip: storm $id: $ops ops; the sidecar's storm-op counter went $before -> $after"
@@ -449,9 +466,22 @@ check "ops > 0" jqe '.status.summary.ops > 0' <<<"$S"
 check "exposures > 0 (the storm raced)" jqe '.status.summary.totalExposures > 0' <<<"$S"
 check "anomalies = 0" jqe '.status.summary.totalAnomalies == 0' <<<"$S"
 check "verdict Pass" jqe '.status.summary.verdict == "Pass"' <<<"$S"
-mapfile -t STORMS < <(jq -r '.status.targets[]? | "\(.ip) \(.stormId)"' <<<"$S")
+mapfile -t STORMS < <(jq -r '.status.targets[]? | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"' <<<"$S")
 check "each target's sidecar reports its storm Completed with ops > 0" \
     sidecar_storms '.phase == "Completed" and .ops > 0' "${STORMS[@]}"
+read -r S_IP S_ID S_POD S_UID <<<"${STORMS[0]}"
+check "an unsigned GET of a storm's status on its sidecar is refused (401)" bash -c "
+    [[ \$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 'http://$S_IP:9464/v1/storms/$S_ID') == 401 ]]"
+check "an unsigned GET of a storm's history on its sidecar is refused (401)" bash -c "
+    [[ \$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 'http://$S_IP:9464/v1/storms/$S_ID/history') == 401 ]]"
+check "a signed GET of the history reads it (mapchaos fetch), and mapchaos check re-checks it" bash -c "
+    '$MAPCHAOS_BIN' fetch '$S_IP' '/v1/storms/$S_ID/history' --pod '$S_POD' --pod-uid '$S_UID' \
+        --signing-key-file '$SIGNING_KEY_FILE' >'$HELM_HOME/history.json' && '$MAPCHAOS_BIN' check '$HELM_HOME/history.json' >/dev/null"
+check "a GET signed for another pod is refused by this pod's sidecar (401, wrong pod)" bash -c "
+    ! out=\$('$MAPCHAOS_BIN' fetch '$S_IP' '/v1/storms/$S_ID' --pod '${S_POD%/*}/not-this-pod' --pod-uid '$S_UID' \
+        --signing-key-file '$SIGNING_KEY_FILE' 2>&1) && grep -q 'wrong pod' <<<\"\$out\""
+check "/metrics, /healthz, /readyz stay open on the sidecar (no signature)" bash -c "
+    for p in metrics healthz readyz; do curl -sf --max-time 5 'http://$S_IP:9464/'\$p >/dev/null || exit 1; done"
 mapfile -t OTHER_IPS < <(k get pods -l app=demo -o json |
     jq -r --argjson t "$(jq -c '[.status.targets[]?.pod]' <<<"$S")" '.items[] | select(.metadata.name as $n | $t | index($n) | not) | .status.podIP')
 unselected_idle() {
@@ -543,7 +573,7 @@ running_storms() {
 }
 eventually 60 "midstorm: 2 storms Running" running_storms
 M=$(mc_json midstorm)
-mapfile -t MID < <(jq -r '.status.targets[] | "\(.ip) \(.stormId)"' <<<"$M")
+mapfile -t MID < <(jq -r '.status.targets[] | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"' <<<"$M")
 check "midstorm: the sidecars report their storms Running" sidecar_storms '.phase == "Running"' "${MID[@]}"
 check "midstorm: the finalizer mapchaos.io/storms is on" mc_jq midstorm '.metadata.finalizers | index("mapchaos.io/storms")'
 t0=$SECONDS
@@ -559,7 +589,7 @@ need_demo
 mapchaos paused demo fixed-percent 50 5m
 eventually 60 "paused: storms Running" \
     mc_jq paused '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 2)'
-mapfile -t PAUSED < <(mc_field paused '.status.targets[] | "\(.ip) \(.stormId)"')
+mapfile -t PAUSED < <(mc_field paused '.status.targets[] | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"')
 kubectl -n "$OP_NS" create configmap mapchaos-kill-switch >/dev/null
 eventually 30 "paused: phase Paused with condition Paused/KillSwitch" \
     mc_jq paused '.status.phase == "Paused" and (.status.conditions[] | select(.type == "Paused") | .status == "True" and .reason == "KillSwitch")'
@@ -596,6 +626,9 @@ check "injected: the 3 pods have containers [app, mapchaos-sidecar]" \
     jqe '(.items | length == 3) and (.items | all(.spec.containers | map(.name) == ["app", "mapchaos-sidecar"]))' <<<"$INJ"
 check "injected: the sidecar has MAPCHAOS_OPERATOR_PUBLIC_KEY = the operator's key (from the chart Secret)" \
     jqe --arg key "$PUBKEY" '.items | all(.spec.containers[1].env | map(select(.name == "MAPCHAOS_OPERATOR_PUBLIC_KEY")) | .[0].value == $key)' <<<"$INJ"
+check "injected: the sidecar learns its pod from the downward API (namespace, name, uid fieldRefs)" \
+    jqe '.items | all(.spec.containers[1].env | map(select(.valueFrom.fieldRef)) | map({(.name): .valueFrom.fieldRef.fieldPath}) | add ==
+        {"MAPCHAOS_POD_NAMESPACE": "metadata.namespace", "MAPCHAOS_POD_NAME": "metadata.name", "MAPCHAOS_POD_UID": "metadata.uid"})' <<<"$INJ"
 check "injected: the sidecar runs the chart's image, port mapchaos-http 9464, readiness /readyz" \
     jqe --arg image "$IMAGE_REPO:$IMAGE_TAG" '.items | all(.spec.containers[1] | .image == $image and .args[0] == "sidecar"
         and .ports[0].name == "mapchaos-http" and .ports[0].containerPort == 9464 and .readinessProbe.httpGet.path == "/readyz")' <<<"$INJ"
@@ -638,7 +671,7 @@ I=$(mc_json injstorm)
 say "injstorm summary: $(jq -c '.status.summary | {targets, ops, totalExposures, totalAnomalies, verdict}' <<<"$I")"
 check "injstorm: 3 targets, exposures, no anomaly, verdict Pass" \
     jqe '.status.summary | .targets == 3 and .totalExposures > 0 and .totalAnomalies == 0 and .verdict == "Pass"' <<<"$I"
-mapfile -t ISTORMS < <(jq -r '.status.targets[]? | "\(.ip) \(.stormId)"' <<<"$I")
+mapfile -t ISTORMS < <(jq -r '.status.targets[]? | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"' <<<"$I")
 check "injstorm: each injected sidecar reports its storm Completed with ops > 0" \
     sidecar_storms '.phase == "Completed" and .ops > 0' "${ISTORMS[@]}"
 fi
@@ -651,7 +684,7 @@ eventually 30 "podgone: 3 storms Running" \
     mc_jq podgone '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 3)'
 G=$(mc_json podgone)
 VICTIM=$(jq -r '.status.targets[0].pod' <<<"$G")
-mapfile -t SURVIVORS < <(jq -r '.status.targets[1:][] | "\(.ip) \(.stormId)"' <<<"$G")
+mapfile -t SURVIVORS < <(jq -r '.status.targets[1:][] | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"' <<<"$G")
 k delete pod "$VICTIM" --wait=false >/dev/null
 eventually 40 "podgone: the deleted pod's target ($VICTIM) becomes PodGone" \
     mc_jq podgone "any(.status.targets[]; .pod == \"$VICTIM\" and .phase == \"PodGone\")"
@@ -722,7 +755,7 @@ carried_on() {
 
 # storm_on_injected NAME DURATION: note each injected pod's storm-op counter (OPS_BEFORE, by
 # pod IP), start MapChaos NAME on all 3 injected pods and wait until their storms run;
-# STARTED is the MapChaos then, OSTORMS its storms as "IP ID".
+# STARTED is the MapChaos then, OSTORMS its storms as "IP ID NAMESPACE/POD UID".
 storm_on_injected() {
     local name=$1 duration=$2 ip
     mapfile -t INJ_IPS < <(kubectl -n "$NS" get pods -l app=injected -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | .status.podIP')
@@ -732,7 +765,7 @@ storm_on_injected() {
     eventually 30 "$name: 3 storms Running" \
         mc_jq "$name" '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 3)'
     STARTED=$(mc_json "$name")
-    mapfile -t OSTORMS < <(jq -r '.status.targets[] | "\(.ip) \(.stormId)"' <<<"$STARTED")
+    mapfile -t OSTORMS < <(jq -r '.status.targets[] | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"' <<<"$STARTED")
 }
 
 # =======================================================================================
@@ -874,7 +907,7 @@ pause_resume() {
     mapchaos "$name" injected all 0 30s
     eventually 30 "$name: 3 storms Running" \
         mc_jq "$name" '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 3)'
-    mapfile -t FIRST < <(mc_field "$name" '.status.targets[] | "\(.ip) \(.stormId)"')
+    mapfile -t FIRST < <(mc_field "$name" '.status.targets[] | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"')
     first=$(storm_ids "${FIRST[@]}")
     eval "$pause" >/dev/null
     eventually 30 "$name: $how -> phase Paused, condition Paused=True reason $reason" \
@@ -897,7 +930,7 @@ pause_resume() {
     say "$name runs: $(jq -c '[.status.runs[] | {run, phase, verdict}]' <<<"$S2")"
     check "$name: status.runs: run 1 Aborted, run 2 Completed" \
         jqe '[.status.runs[] | {run, phase}] == [{"run": 1, "phase": "Aborted"}, {"run": 2, "phase": "Completed"}]' <<<"$S2"
-    mapfile -t SECOND < <(jq -r '.status.targets[] | "\(.ip) \(.stormId)"' <<<"$S2")
+    mapfile -t SECOND < <(jq -r '.status.targets[] | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"' <<<"$S2")
     check "$name: the sidecars report run 2's storms Completed with ops > 0" \
         sidecar_storms '.phase == "Completed" and .ops > 0' "${SECOND[@]}"
 }
@@ -1120,7 +1153,7 @@ need_demo
 mapchaos leftover demo fixed 1 5m
 eventually 60 "leftover: a 5m storm Running before the uninstall" \
     mc_jq leftover '.status.phase == "Running" and ([.status.targets[]? | select(.stormPhase == "Running")] | length == 1)'
-mapfile -t LEFTOVER < <(mc_field leftover '.status.targets[] | "\(.ip) \(.stormId)"')
+mapfile -t LEFTOVER < <(mc_field leftover '.status.targets[] | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"')
 check "helm uninstall $RELEASE (pre-delete hook: mapchaos release)" helm uninstall "$RELEASE" -n "$OP_NS" --wait --timeout 120s
 eventually 60 "operator pod is gone" bash -c "[[ -z \$(kubectl -n $OP_NS get pods -o name) ]]"
 check "no object with a mapchaos.io finalizer is left" bash -c "

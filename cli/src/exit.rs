@@ -30,6 +30,13 @@ impl Exit {
     /// A `before` probe failed: no storm ran.
     pub const NOT_STARTED: u8 = 8;
 
+    pub fn success() -> Self {
+        Exit {
+            code: Self::PASS,
+            message: None,
+        }
+    }
+
     pub fn bad_input(message: impl Display) -> Self {
         Exit {
             code: Self::BAD_INPUT,

@@ -4,6 +4,7 @@
 mod check;
 mod demo_app;
 mod exit;
+mod fetch;
 mod html_report;
 mod manifest;
 mod metrics_server;
@@ -33,6 +34,9 @@ enum Command {
     Run(run::RunArgs),
     /// Re-check a saved storm history and print the verdict with witnesses.
     Check(check::CheckArgs),
+    /// Read a storm's status, report or history from a target's sidecar
+    /// with a GET signed by the operator's key for that pod.
+    Fetch(fetch::FetchArgs),
     /// Run the map service: a concurrent in-memory map speaking the Redis
     /// protocol, with /metrics, /healthz and /readyz over HTTP.
     Sidecar(mapchaos_sidecar::SidecarArgs),
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args).report(),
         Command::Check(args) => check::run(args).report(),
+        Command::Fetch(args) => fetch::run(args).report(),
         Command::Crd => {
             print!("{}", mapchaos_api::resource::crd_yaml());
             ExitCode::SUCCESS

@@ -118,7 +118,10 @@ async fn time_to_storm() {
     let engines: Vec<Arc<dyn MapEngine>> = (0..TARGETS)
         .map(|_| Arc::new(ShardedEngine::new(1, Clock::System)) as Arc<dyn MapEngine>)
         .collect();
-    let (port, sidecars) = fake_cluster::sidecars(30, engines, &signer.public_key_hex()).await;
+    let (port, sidecars) = fake_cluster::sidecars(30, engines, &signer.public_key_hex(), |i| {
+        mapchaos_api::signing::PodIdentity::new(NAMESPACE, format!("cart-{i}"), uid_of_pod(i))
+    })
+    .await;
     let api = FakeApi::default();
     api.set_pods(
         sidecars

@@ -153,7 +153,7 @@ async fn storm_call(storms: &StormClient, action: &Action) -> Option<Event> {
             endpoint,
             id,
             request,
-        } => match storms.put(&endpoint.ip, id, request).await {
+        } => match storms.put(endpoint, id, request).await {
             Ok(_) => None,
             Err(error @ Error::StormRefused { .. }) => {
                 tracing::warn!(%error, pod = %endpoint.pod, namespace = %endpoint.namespace, "the sidecar refused the storm");
@@ -178,7 +178,7 @@ async fn storm_call(storms: &StormClient, action: &Action) -> Option<Event> {
             id,
             request,
         } => {
-            if let Err(error) = storms.put(&endpoint.ip, id, request).await {
+            if let Err(error) = storms.put(endpoint, id, request).await {
                 tracing::warn!(%error, pod = %endpoint.pod, namespace = %endpoint.namespace, "cannot renew the storm's lease");
             }
             None
@@ -186,7 +186,7 @@ async fn storm_call(storms: &StormClient, action: &Action) -> Option<Event> {
         Action::StopStorm { endpoint, id } => {
             // An unreachable sidecar stops the storm itself when its lease
             // runs out, so a failed stop is logged and not retried here.
-            if let Err(error) = storms.delete(&endpoint.ip, id).await {
+            if let Err(error) = storms.delete(endpoint, id).await {
                 tracing::warn!(%error, pod = %endpoint.pod, namespace = %endpoint.namespace, "cannot stop the storm; it stops at its lease");
             }
             None

@@ -23,6 +23,7 @@ use crate::controller::Context;
 use crate::kill_switch::KillSwitch;
 use crate::metrics::Metrics;
 use crate::observe::SIDECAR_CONTAINER;
+use crate::plan::Endpoint;
 use crate::signing_key::StormSigner;
 use crate::storm_client::StormClient;
 
@@ -36,11 +37,26 @@ pub fn signer() -> StormSigner {
     StormSigner::parse(KEY_HEX).unwrap()
 }
 
-/// A real sidecar control API on a loopback port, trusting `trusted`.
+/// The pod [`sidecar`] is: [`pod`]`("cart-0")`, on 127.0.0.1.
+pub fn local_target() -> Endpoint {
+    Endpoint {
+        namespace: "shop".into(),
+        pod: "cart-0".into(),
+        uid: "uid-cart-0".into(),
+        ip: "127.0.0.1".into(),
+    }
+}
+
+/// A real sidecar control API on a loopback port, trusting `trusted`: the
+/// sidecar of [`local_target`].
 pub async fn sidecar(trusted: &StormSigner) -> (u16, Arc<Storms>) {
     let engine: Arc<dyn MapEngine> = Arc::new(ShardedEngine::new(4, Clock::System));
     let storms = Storms::new(engine, Arc::new(SidecarMetrics::new()));
-    let verifier = Verifier::from_hex(Some(&trusted.public_key_hex())).unwrap();
+    let verifier = Verifier::new(
+        Some(&trusted.public_key_hex()),
+        Some(local_target().identity()),
+    )
+    .unwrap();
     let app = router(storms.clone(), verifier);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -106,7 +106,7 @@ pub async fn storms(
     let calls: Vec<_> = plan::storms_to_observe(experiment)
         .into_iter()
         .map(|(endpoint, id)| async move {
-            let observation = storm_client.observe(&endpoint.ip, &id).await;
+            let observation = storm_client.observe(&endpoint, &id).await;
             (id, observation)
         })
         .collect();

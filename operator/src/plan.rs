@@ -101,12 +101,22 @@ pub struct Observation<'a> {
     pub probes: &'a ProbeResults,
 }
 
-/// Where to reach a target's sidecar.
+/// Where to reach a target's sidecar, and which pod it is (storm requests
+/// are signed for that pod only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub namespace: String,
     pub pod: String,
+    /// The pod's uid; empty when unknown.
+    pub uid: String,
     pub ip: String,
+}
+
+impl Endpoint {
+    /// The pod, as requests to its sidecar are signed for it.
+    pub fn identity(&self) -> mapchaos_api::signing::PodIdentity {
+        mapchaos_api::signing::PodIdentity::new(&self.namespace, &self.pod, &self.uid)
+    }
 }
 
 /// Normal or Warning, as Kubernetes Events have it.
@@ -242,6 +252,7 @@ fn endpoint(target: &TargetStatus) -> Endpoint {
     Endpoint {
         namespace: target.namespace.clone(),
         pod: target.pod.clone(),
+        uid: target.pod_uid.clone(),
         ip: target.ip.clone(),
     }
 }

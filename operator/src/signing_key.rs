@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signer, SigningKey};
-use mapchaos_api::signing::{from_hex, hex, signed_message};
+use mapchaos_api::signing::{SignedRequest, from_hex, hex};
 
 use crate::error::Error;
 
@@ -68,11 +68,8 @@ impl StormSigner {
     }
 
     /// The `x-mapchaos-signature` value for a request.
-    pub fn sign(&self, method: &str, path: &str, body: &[u8], timestamp: u64) -> String {
-        hex(&self
-            .key
-            .sign(&signed_message(method, path, body, timestamp))
-            .to_bytes())
+    pub fn sign(&self, request: &SignedRequest<'_>) -> String {
+        hex(&self.key.sign(&request.message()).to_bytes())
     }
 }
 
@@ -95,10 +92,16 @@ mod tests {
         let from_hex = StormSigner::parse(&format!("{SEED_HEX}\n")).unwrap();
         assert_eq!(from_pem.public_key_hex(), PUBLIC_HEX);
         assert_eq!(from_hex.public_key_hex(), PUBLIC_HEX);
-        assert_eq!(
-            from_pem.sign("PUT", "/v1/storms/a", b"{}", 1),
-            from_hex.sign("PUT", "/v1/storms/a", b"{}", 1)
-        );
+        let pod = mapchaos_api::signing::PodIdentity::new("shop", "cart-0", "u-1");
+        let request = SignedRequest {
+            method: "PUT",
+            path: "/v1/storms/a",
+            body: b"{}",
+            timestamp: 1,
+            nonce: "00112233445566778899aabbccddeeff",
+            target: &pod,
+        };
+        assert_eq!(from_pem.sign(&request), from_hex.sign(&request));
         assert!(
             !format!("{from_pem:?}").contains(SEED_HEX),
             "Debug hides the secret"

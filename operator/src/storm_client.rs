@@ -1,7 +1,8 @@
-//! The operator's side of the storm protocol: signed `PUT`/`DELETE` and
-//! plain `GET` of `http://{podIP}:9464/v1/storms/{id}` on a target's
-//! sidecar. HTTP/1 over hyper-util's client, the one kube already links, so
-//! the operator carries no second HTTP stack.
+//! The operator's side of the storm protocol: `PUT`, `GET` and `DELETE` of
+//! `http://{podIP}:9464/v1/storms/{id}` on a target's sidecar, every one
+//! signed for that target's pod with a fresh nonce (see
+//! `mapchaos_api::signing`). HTTP/1 over hyper-util's client, the one kube
+//! already links, so the operator carries no second HTTP stack.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,11 +13,14 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mapchaos_api::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use mapchaos_api::signing::{
+    NONCE_HEADER, PodIdentity, SIGNATURE_HEADER, SignedRequest, TARGET_HEADER, TARGET_UID_HEADER,
+    TIMESTAMP_HEADER, new_nonce,
+};
 use mapchaos_api::storm::{StormRequest, StormStatus};
 
 use crate::error::Error;
-use crate::plan::StormObservation;
+use crate::plan::{Endpoint, StormObservation};
 use crate::signing_key::StormSigner;
 
 /// The sidecar's HTTP port (its `--http-addr` default).
@@ -80,12 +84,12 @@ impl StormClient {
     /// Start the storm, or renew its lease (the same id and request).
     pub async fn put(
         &self,
-        ip: &str,
+        target: &Endpoint,
         id: &str,
         request: &StormRequest,
     ) -> Result<PutAnswer, Error> {
         let body = serde_json::to_vec(request).expect("a storm request always serialises");
-        let (status, answer) = self.call(Method::PUT, ip, id, body).await?;
+        let (status, answer) = self.call(Method::PUT, target, id, body).await?;
         match status {
             StatusCode::CREATED => Ok(PutAnswer::Started(answer)),
             _ => Ok(PutAnswer::Existing(answer)),
@@ -93,59 +97,111 @@ impl StormClient {
     }
 
     /// The storm's status; `None` when the sidecar does not know it.
-    pub async fn get(&self, ip: &str, id: &str) -> Result<Option<StormStatus>, Error> {
-        self.call_allowing_404(Method::GET, ip, id).await
+    pub async fn get(&self, target: &Endpoint, id: &str) -> Result<Option<StormStatus>, Error> {
+        self.call_allowing_404(Method::GET, target, id).await
     }
 
     /// Stop the storm (the sidecar then restores); `None` when unknown.
-    pub async fn delete(&self, ip: &str, id: &str) -> Result<Option<StormStatus>, Error> {
-        self.call_allowing_404(Method::DELETE, ip, id).await
+    pub async fn delete(&self, target: &Endpoint, id: &str) -> Result<Option<StormStatus>, Error> {
+        self.call_allowing_404(Method::DELETE, target, id).await
     }
 
     /// A `GET` as the planner sees it.
-    pub async fn observe(&self, ip: &str, id: &str) -> StormObservation {
-        match self.get(ip, id).await {
+    pub async fn observe(&self, target: &Endpoint, id: &str) -> StormObservation {
+        match self.get(target, id).await {
             Ok(Some(status)) => StormObservation::Found(Box::new(status)),
             Ok(None) => StormObservation::NotFound,
             Err(error) => StormObservation::Unreachable(error.to_string()),
         }
     }
 
+    /// A signed `GET` of any storm API `path` on `target`'s sidecar (a
+    /// storm's history, say): the status and the body as they came.
+    pub async fn get_raw(
+        &self,
+        target: &Endpoint,
+        path: &str,
+    ) -> Result<(StatusCode, Bytes), Error> {
+        self.exchange(Method::GET, target, path, Vec::new()).await
+    }
+
     async fn call_allowing_404(
         &self,
         method: Method,
-        ip: &str,
+        target: &Endpoint,
         id: &str,
     ) -> Result<Option<StormStatus>, Error> {
-        match self.call(method, ip, id, Vec::new()).await {
+        match self.call(method, target, id, Vec::new()).await {
             Ok((_, status)) => Ok(Some(status)),
             Err(Error::StormRefused { status: 404, .. }) => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    /// Send one request (signed unless it is a GET) and read a storm status.
+    /// Send one signed request and read a storm status.
     async fn call(
         &self,
         method: Method,
-        ip: &str,
+        target: &Endpoint,
         id: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, StormStatus), Error> {
         let method_name = method_name(&method);
         let path = format!("/v1/storms/{id}");
-        let url = self.url(ip, &path);
-        let mut builder = Request::builder().method(method.clone()).uri(&url);
-        if method != Method::GET {
-            let timestamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let signature = self.signer.sign(method.as_str(), &path, &body, timestamp);
-            builder = builder
-                .header(TIMESTAMP_HEADER, timestamp.to_string())
-                .header(SIGNATURE_HEADER, signature)
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let url = self.url(&target.ip, &path);
+        let (status, bytes) = self.exchange(method, target, &path, body).await?;
+        if !status.is_success() {
+            return Err(Error::StormRefused {
+                method: method_name,
+                url,
+                status: status.as_u16(),
+                message: error_message(&bytes),
+            });
+        }
+        let answer = serde_json::from_slice(&bytes).map_err(|e| Error::StormDecode {
+            method: method_name,
+            url,
+            reason: e.to_string(),
+        })?;
+        Ok((status, answer))
+    }
+
+    /// Send one request, signed for `target`'s pod, and read the answer.
+    async fn exchange(
+        &self,
+        method: Method,
+        target: &Endpoint,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), Error> {
+        let method_name = method_name(&method);
+        let url = self.url(&target.ip, path);
+        let pod: PodIdentity = target.identity();
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let nonce = new_nonce();
+        let signature = self.signer.sign(&SignedRequest {
+            method: method.as_str(),
+            path,
+            body: &body,
+            timestamp,
+            nonce: &nonce,
+            target: &pod,
+        });
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(&url)
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(SIGNATURE_HEADER, signature)
+            .header(NONCE_HEADER, nonce)
+            .header(TARGET_HEADER, pod.target());
+        if !pod.uid.is_empty() {
+            builder = builder.header(TARGET_UID_HEADER, pod.uid.clone());
+        }
+        if !body.is_empty() {
+            builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         let request =
             builder
@@ -178,27 +234,13 @@ impl StormClient {
                 .to_bytes();
             Ok::<_, Error>((status, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| Error::StormTimeout {
                 method: method_name,
                 url: url.clone(),
                 seconds: self.timeout.as_secs(),
-            })??;
-        if !status.is_success() {
-            return Err(Error::StormRefused {
-                method: method_name,
-                url,
-                status: status.as_u16(),
-                message: error_message(&bytes),
-            });
-        }
-        let answer = serde_json::from_slice(&bytes).map_err(|e| Error::StormDecode {
-            method: method_name,
-            url,
-            reason: e.to_string(),
-        })?;
-        Ok((status, answer))
+            })?
     }
 }
 
@@ -237,7 +279,7 @@ mod tests {
     use mapchaos_api::storm::StormPhase;
 
     use super::*;
-    use crate::fixtures::{OTHER_KEY_HEX, sidecar};
+    use crate::fixtures::{OTHER_KEY_HEX, local_target, sidecar};
 
     const PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
         MC4CAQAwBQYDK2VwBCIEIFxeAr1Cv34j7/zur6yraUJpu+h+FcgKyFLP+ugFKwEn\n\
@@ -261,8 +303,9 @@ mod tests {
     }
 
     async fn wait_final(client: &StormClient, id: &str) -> StormStatus {
+        let here = local_target();
         for _ in 0..300 {
-            let status = client.get("127.0.0.1", id).await.unwrap().unwrap();
+            let status = client.get(&here, id).await.unwrap().unwrap();
             if crate::plan::storm_settled(&status) {
                 return status;
             }
@@ -273,19 +316,20 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_signed_storm_starts_renews_reports_and_stops() {
+        let here = local_target();
         let signer = StormSigner::parse(PEM).unwrap();
         let (port, storms) = sidecar(&signer).await;
         let client = StormClient::new(signer).with_port(port);
         let id = "uid-1-abcdef012345";
 
-        assert_eq!(client.get("127.0.0.1", id).await.unwrap(), None);
+        assert_eq!(client.get(&here, id).await.unwrap(), None);
         let started = client
-            .put("127.0.0.1", id, &small_storm(GoDuration::from_secs(30)))
+            .put(&here, id, &small_storm(GoDuration::from_secs(30)))
             .await
             .unwrap();
         assert!(matches!(started, PutAnswer::Started(_)), "{started:?}");
         let again = client
-            .put("127.0.0.1", id, &small_storm(GoDuration::from_secs(30)))
+            .put(&here, id, &small_storm(GoDuration::from_secs(30)))
             .await
             .unwrap();
         assert!(
@@ -296,7 +340,7 @@ mod tests {
 
         let busy = client
             .put(
-                "127.0.0.1",
+                &here,
                 "another-storm",
                 &small_storm(GoDuration::from_secs(1)),
             )
@@ -307,28 +351,29 @@ mod tests {
             "{busy}"
         );
 
-        let stopping = client.delete("127.0.0.1", id).await.unwrap().unwrap();
+        let stopping = client.delete(&here, id).await.unwrap().unwrap();
         assert_eq!(stopping.id, id);
         let stopped = wait_final(&client, id).await;
         assert_eq!(stopped.phase, StormPhase::Aborted);
         assert!(stopped.message.contains("DELETE"), "{}", stopped.message);
         assert!(stopped.report.is_some());
         assert!(matches!(
-            client.observe("127.0.0.1", id).await,
+            client.observe(&here, id).await,
             StormObservation::Found(status) if status.phase == StormPhase::Aborted
         ));
-        assert_eq!(client.delete("127.0.0.1", "never-was").await.unwrap(), None);
+        assert_eq!(client.delete(&here, "never-was").await.unwrap(), None);
         assert!(storms.wait_idle(Duration::from_secs(5)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_storm_completes_with_its_report() {
+        let here = local_target();
         let signer = StormSigner::parse(PEM).unwrap();
         let (port, _storms) = sidecar(&signer).await;
         let client = StormClient::new(signer).with_port(port);
         let id = "uid-1-000000000001";
         client
-            .put("127.0.0.1", id, &small_storm(GoDuration::from_millis(300)))
+            .put(&here, id, &small_storm(GoDuration::from_millis(300)))
             .await
             .unwrap();
         let done = wait_final(&client, id).await;
@@ -341,35 +386,90 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_signed_with_another_key_is_refused() {
+        let here = local_target();
         let trusted = StormSigner::parse(PEM).unwrap();
         let (port, _storms) = sidecar(&trusted).await;
         let impostor = StormClient::new(StormSigner::parse(OTHER_KEY_HEX).unwrap()).with_port(port);
         let error = impostor
-            .put("127.0.0.1", "s", &small_storm(GoDuration::from_secs(1)))
+            .put(&here, "s", &small_storm(GoDuration::from_secs(1)))
             .await
             .unwrap_err();
         assert!(
             matches!(&error, Error::StormRefused { status: 401, message, .. } if message.contains("bad signature")),
             "{error}"
         );
-        let error = impostor.delete("127.0.0.1", "s").await.unwrap_err();
+        let error = impostor.delete(&here, "s").await.unwrap_err();
         assert_eq!(error.metric_label(), "storm_refused");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_are_signed_for_the_pod_and_fetch_the_history() {
+        let here = local_target();
+        let signer = StormSigner::parse(PEM).unwrap();
+        let (port, _storms) = sidecar(&signer).await;
+        let client = StormClient::new(signer).with_port(port);
+        let id = "uid-1-000000000002";
+        client
+            .put(&here, id, &small_storm(GoDuration::from_millis(300)))
+            .await
+            .unwrap();
+        let done = wait_final(&client, id).await;
+        assert!(done.report.is_some(), "a signed GET reads the report");
+        let (status, body) = client
+            .get_raw(&here, &format!("/v1/storms/{id}/history"))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let history: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(!history["events"].as_array().unwrap().is_empty());
+
+        // The same sidecar, addressed as another pod (a stale pod IP now
+        // another pod's, say): every call is refused, reads too.
+        let elsewhere = Endpoint {
+            pod: "cart-1".into(),
+            uid: "uid-cart-1".into(),
+            ..local_target()
+        };
+        let error = client.get(&elsewhere, id).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::StormRefused { status: 401, message, .. }
+                if message.contains("signed for pod shop/cart-1") && message.contains("shop/cart-0")),
+            "{error}"
+        );
+        let error = client
+            .put(&elsewhere, "s2", &small_storm(GoDuration::from_secs(1)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::StormRefused { status: 401, .. }),
+            "{error}"
+        );
+        let replaced = Endpoint {
+            uid: "uid-of-an-older-cart-0".into(),
+            ..local_target()
+        };
+        let error = client.delete(&replaced, id).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::StormRefused { status: 401, message, .. } if message.contains("uid")),
+            "{error}"
+        );
     }
 
     #[tokio::test]
     async fn an_absent_sidecar_is_unreachable_not_a_hang() {
+        let here = local_target();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let client = StormClient::new(StormSigner::parse(OTHER_KEY_HEX).unwrap()).with_port(port);
-        let error = client.get("127.0.0.1", "s").await.unwrap_err();
+        let error = client.get(&here, "s").await.unwrap_err();
         assert_eq!(error.metric_label(), "storm_unreachable");
         assert!(
             error.to_string().contains(&format!("127.0.0.1:{port}")),
             "{error}"
         );
         assert!(matches!(
-            client.observe("127.0.0.1", "s").await,
+            client.observe(&here, "s").await,
             StormObservation::Unreachable(_)
         ));
     }

@@ -32,8 +32,8 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Pod, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Pod, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::DynamicObject;
@@ -62,6 +62,14 @@ pub const SIDECAR_HTTP_PORT_NAME: &str = "mapchaos-http";
 pub const SIDECAR_USER: i64 = 65532;
 /// The environment variable the sidecar reads the operator's public key from.
 pub const PUBLIC_KEY_ENV: &str = "MAPCHAOS_OPERATOR_PUBLIC_KEY";
+/// The environment variables the sidecar learns its pod from (the downward
+/// API), and the pod fields they come from: storm requests are signed for
+/// one pod, and its sidecar refuses any signed for another.
+pub const POD_IDENTITY_ENV: [(&str, &str); 3] = [
+    ("MAPCHAOS_POD_NAMESPACE", "metadata.namespace"),
+    ("MAPCHAOS_POD_NAME", "metadata.name"),
+    ("MAPCHAOS_POD_UID", "metadata.uid"),
+];
 /// The path the API server calls.
 pub const MUTATE_PATH: &str = "/mutate";
 /// A client that has not finished the TLS handshake by then is dropped.
@@ -163,11 +171,25 @@ pub fn sidecar_container(sidecar: &SidecarTemplate) -> Container {
             "--http-addr".to_owned(),
             format!("0.0.0.0:{SIDECAR_HTTP_PORT}"),
         ]),
-        env: Some(vec![EnvVar {
-            name: PUBLIC_KEY_ENV.to_owned(),
-            value: Some(sidecar.operator_public_key.clone()),
-            ..EnvVar::default()
-        }]),
+        env: Some(
+            std::iter::once(EnvVar {
+                name: PUBLIC_KEY_ENV.to_owned(),
+                value: Some(sidecar.operator_public_key.clone()),
+                ..EnvVar::default()
+            })
+            .chain(POD_IDENTITY_ENV.iter().map(|(name, field)| EnvVar {
+                name: (*name).to_owned(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        api_version: Some("v1".to_owned()),
+                        field_path: (*field).to_owned(),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            }))
+            .collect(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some(SIDECAR_HTTP_PORT_NAME.to_owned()),
             container_port: SIDECAR_HTTP_PORT,

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mapchaos_api::signing::PodIdentity;
+
+use crate::http_listener::HttpLimits;
 use crate::resp::Limits;
 use crate::server::ServerConfig;
 
@@ -41,9 +44,31 @@ pub struct SidecarArgs {
     #[arg(long, env = "MAPCHAOS_RESP_ADDR", default_value = "127.0.0.1:6379")]
     pub resp_addr: SocketAddr,
 
-    /// Where the HTTP listener binds: /metrics, /healthz, /readyz.
+    /// Where the HTTP listener binds: /metrics, /healthz, /readyz and the
+    /// signed storm API.
     #[arg(long, env = "MAPCHAOS_HTTP_ADDR", default_value = "0.0.0.0:9464")]
     pub http_addr: SocketAddr,
+
+    /// Most HTTP connections open at once; more are answered 503 and closed.
+    /// Counted apart from --max-clients, so neither port can take the
+    /// other's file descriptors.
+    #[arg(long, env = "MAPCHAOS_HTTP_MAX_CONNECTIONS", default_value_t = HttpLimits::default().max_connections)]
+    pub http_max_connections: usize,
+
+    /// Seconds an HTTP client gets to send a request's headers (from the
+    /// connection's start or its previous request); slower ones are closed.
+    #[arg(long, env = "MAPCHAOS_HTTP_HEADER_TIMEOUT_SECS", default_value_t = HttpLimits::default().header_timeout.as_secs())]
+    pub http_header_timeout_secs: u64,
+
+    /// Seconds an HTTP connection may move no byte before it is closed
+    /// (kept-alive ones included).
+    #[arg(long, env = "MAPCHAOS_HTTP_IDLE_TIMEOUT_SECS", default_value_t = HttpLimits::default().idle_timeout.as_secs())]
+    pub http_idle_timeout_secs: u64,
+
+    /// Seconds to read an HTTP request's body and answer it; past that the
+    /// answer is 408 and the connection is closed.
+    #[arg(long, env = "MAPCHAOS_HTTP_REQUEST_TIMEOUT_SECS", default_value_t = HttpLimits::default().request_timeout.as_secs())]
+    pub http_request_timeout_secs: u64,
 
     /// Most RESP clients connected at once; more are refused with
     /// "max number of clients reached".
@@ -86,9 +111,9 @@ pub struct SidecarArgs {
     #[arg(long, env = "MAPCHAOS_LAG_MS", default_value_t = 5)]
     pub lag_ms: u64,
 
-    /// The operator's Ed25519 public key (64 hex characters). Storm control
-    /// calls (PUT/DELETE /v1/storms/…) must be signed with its private key;
-    /// without it storm control is disabled.
+    /// The operator's Ed25519 public key (64 hex characters). Every storm
+    /// API call (PUT, GET and DELETE of /v1/storms/…, history included) must
+    /// be signed with its private key; without it the storm API is disabled.
     #[arg(long, env = "MAPCHAOS_OPERATOR_PUBLIC_KEY")]
     pub operator_public_key: Option<String>,
 
@@ -122,6 +147,21 @@ pub struct SidecarArgs {
     /// the key. A hash, not a secret: a guessable key can be confirmed.
     #[arg(long, env = "MAPCHAOS_DELETE_LOG_REDACT_KEYS")]
     pub delete_log_redact_keys: bool,
+    /// This pod's namespace (from the downward API: fieldRef
+    /// metadata.namespace). Signed requests must name this pod; without
+    /// --pod-namespace and --pod-name every signed request is refused.
+    #[arg(long, env = "MAPCHAOS_POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+
+    /// This pod's name (fieldRef metadata.name).
+    #[arg(long, env = "MAPCHAOS_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// This pod's uid (fieldRef metadata.uid). When set, signed requests
+    /// must carry this uid, so one meant for a pod this one replaced (same
+    /// name) is refused.
+    #[arg(long, env = "MAPCHAOS_POD_UID")]
+    pub pod_uid: Option<String>,
 
     /// The most memory one storm may use ("256Mi", "1Gi"). A storm estimated
     /// over it is refused (HTTP 422, naming the field to shrink and the
@@ -175,8 +215,58 @@ impl SidecarArgs {
         }
     }
 
+    /// The HTTP listener's bounds.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.http_max_connections,
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
+            request_timeout: Duration::from_secs(self.http_request_timeout_secs),
+        }
+    }
+
+    /// Who this sidecar is, for signed requests: `Ok(None)` when neither
+    /// name nor namespace is set, `Err` when only one of them is or one is
+    /// not a Kubernetes name.
+    pub fn pod_identity(&self) -> Result<Option<PodIdentity>, String> {
+        fn set(value: &Option<String>) -> Option<&str> {
+            value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        match (set(&self.pod_namespace), set(&self.pod_name)) {
+            (None, None) => Ok(None),
+            (Some(namespace), Some(name)) => {
+                PodIdentity::parse_target(&format!("{namespace}/{name}"), set(&self.pod_uid))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        "--pod-namespace, --pod-name and --pod-uid must be Kubernetes names \
+                         (letters, digits, '-', '.'; a uid also '_')"
+                            .to_owned()
+                    })
+            }
+            _ => Err("--pod-namespace and --pod-name (MAPCHAOS_POD_NAMESPACE, \
+                      MAPCHAOS_POD_NAME) go together: set both, or neither"
+                .to_owned()),
+        }
+    }
+
     /// Refuse settings that cannot work, with a message naming the flag.
     pub fn validate(&self) -> Result<(), String> {
+        if self.http_max_connections == 0 {
+            return Err("--http-max-connections must be at least 1".into());
+        }
+        for (flag, secs) in [
+            ("--http-header-timeout-secs", self.http_header_timeout_secs),
+            ("--http-idle-timeout-secs", self.http_idle_timeout_secs),
+            (
+                "--http-request-timeout-secs",
+                self.http_request_timeout_secs,
+            ),
+        ] {
+            if !(1..=86_400).contains(&secs) {
+                return Err(format!("{flag} must be between 1 and 86400 (got {secs})"));
+            }
+        }
+        self.pod_identity()?;
         if self.max_clients == 0 {
             return Err("--max-clients must be at least 1".into());
         }

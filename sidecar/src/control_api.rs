@@ -1,101 +1,37 @@
 //! The storm control API on the sidecar's HTTP port: `PUT/GET/DELETE
+//! The storm control API on the sidecar's HTTP port: `PUT/GET/DELETE
 //! /v1/storms/{id}`, `GET /v1/storms/{id}/history` and the delete journal,
-//! `GET /v1/storms/{id}/audit`. Mutating calls and the journal must be
-//! signed by the operator's Ed25519 key (see `mapchaos_api::signing`);
-//! unsigned, stale or tampered requests get 401, oversized ones 413.
+//! `GET /v1/storms/{id}/audit`. Every call, reads included (a report's
+//! witnesses, a history and a journal name the application's keys), must be
+//! signed by the operator's Ed25519 key for this pod (see `signature` and
+//! `mapchaos_api::signing`): one layer checks all the routes, so a route
+//! added here is covered too. Unsigned, stale, replayed, tampered or
+//! misdirected requests get 401, oversized ones 413.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use ed25519_dalek::{Signature, VerifyingKey};
-use mapchaos_api::signing::{
-    MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER, from_hex, signed_message,
-};
 use mapchaos_api::storm::StormRequest;
 use serde_json::json;
 
+pub use crate::signature::Verifier;
 use crate::storms::{Missing, PutOutcome, Storms, valid_id};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Who may start and stop storms.
-#[derive(Clone)]
-pub struct Verifier {
-    key: Option<VerifyingKey>,
-}
-
-impl Verifier {
-    /// Verify against the operator's public key (32 bytes, hex). `None`
-    /// disables mutating calls altogether.
-    pub fn from_hex(public_key: Option<&str>) -> Result<Self, String> {
-        let Some(text) = public_key else {
-            return Ok(Verifier { key: None });
-        };
-        let bytes: [u8; 32] = from_hex(text)
-            .and_then(|b| b.try_into().ok())
-            .ok_or("the operator public key must be 64 hex characters (an Ed25519 key)")?;
-        let key = VerifyingKey::from_bytes(&bytes)
-            .map_err(|e| format!("the operator public key is not a valid Ed25519 key: {e}"))?;
-        Ok(Verifier { key: Some(key) })
-    }
-
-    fn verify(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<(), String> {
-        let Some(key) = &self.key else {
-            return Err(
-                "storm control is disabled: the sidecar was started without \
-                        --operator-public-key"
-                    .into(),
-            );
-        };
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| format!("missing {name} header: requests must be signed"))
-        };
-        let timestamp: u64 = header(TIMESTAMP_HEADER)?
-            .parse()
-            .map_err(|_| format!("{TIMESTAMP_HEADER} must be Unix seconds"))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if now.abs_diff(timestamp) > MAX_SKEW_SECS {
-            return Err(format!(
-                "stale request: signed at {timestamp}, {}s from this sidecar's clock (max {MAX_SKEW_SECS}s)",
-                now.abs_diff(timestamp)
-            ));
-        }
-        let signature: [u8; 64] = from_hex(header(SIGNATURE_HEADER)?)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("{SIGNATURE_HEADER} must be 128 hex characters"))?;
-        key.verify_strict(
-            &signed_message(method.as_str(), path, body, timestamp),
-            &Signature::from_bytes(&signature),
-        )
-        .map_err(|_| "bad signature: not signed by the operator's key, or altered".to_owned())
-    }
-}
-
 struct ControlState {
     storms: Arc<Storms>,
-    verifier: Verifier,
 }
 
-/// The control routes, to merge into the sidecar's HTTP router.
+/// The control routes, to merge into the sidecar's HTTP router. Every one
+/// of them is behind [`require_signature`].
 pub fn router(storms: Arc<Storms>, verifier: Verifier) -> Router {
     Router::new()
         .route(
@@ -104,8 +40,35 @@ pub fn router(storms: Arc<Storms>, verifier: Verifier) -> Router {
         )
         .route("/v1/storms/{id}/history", get(get_history))
         .route("/v1/storms/{id}/audit", get(get_audit))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(verifier),
+            require_signature,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Arc::new(ControlState { storms, verifier }))
+        .with_state(Arc::new(ControlState { storms }))
+}
+
+/// Read the body (at most [`MAX_BODY_BYTES`]), check the signature over it,
+/// and hand the request on with the body put back.
+async fn require_signature(
+    State(verifier): State<Arc<Verifier>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {MAX_BODY_BYTES} bytes, or was cut short"),
+            );
+        }
+    };
+    if let Err(refusal) = verifier.verify(&parts.method, parts.uri.path(), &parts.headers, &body) {
+        return error(refusal.status, refusal.message);
+    }
+    next.run(Request::from_parts(parts, Body::from(body))).await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -125,16 +88,10 @@ fn invalid_id(id: &str) -> Option<Response> {
 async fn put_storm(
     State(state): State<Arc<ControlState>>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if let Some(response) = invalid_id(&id) {
         return response;
-    }
-    if let Err(message) = state.verifier.verify(&method, uri.path(), &headers, &body) {
-        return error(StatusCode::UNAUTHORIZED, message);
     }
     let request: StormRequest = {
         let mut deserializer = serde_json::Deserializer::from_slice(&body);
@@ -210,19 +167,9 @@ fn missing(id: &str, why: Missing) -> Response {
     }
 }
 
-async fn delete_storm(
-    State(state): State<Arc<ControlState>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn delete_storm(State(state): State<Arc<ControlState>>, Path(id): Path<String>) -> Response {
     if let Some(response) = invalid_id(&id) {
         return response;
-    }
-    if let Err(message) = state.verifier.verify(&method, uri.path(), &headers, &body) {
-        return error(StatusCode::UNAUTHORIZED, message);
     }
     match state.storms.stop(&id) {
         Some(status) if status.phase.is_final() => axum::Json(status).into_response(),
@@ -245,21 +192,11 @@ async fn get_history(State(state): State<Arc<ControlState>>, Path(id): Path<Stri
 }
 
 /// `GET /v1/storms/{id}/audit`: the existing keys the storm deleted and what
-/// became of each. It names the application's keys, so it is signed like
-/// the calls that start and stop storms.
-async fn get_audit(
-    State(state): State<Arc<ControlState>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// became of each. It names the application's keys; the signature layer
+/// covers it like every other route.
+async fn get_audit(State(state): State<Arc<ControlState>>, Path(id): Path<String>) -> Response {
     if let Some(response) = invalid_id(&id) {
         return response;
-    }
-    if let Err(message) = state.verifier.verify(&method, uri.path(), &headers, &body) {
-        return error(StatusCode::UNAUTHORIZED, message);
     }
     match state.storms.audit(&id) {
         Ok(audit) => axum::Json(audit).into_response(),

@@ -42,10 +42,17 @@ pub struct SidecarMetrics {
     pub restored_keys: IntCounter,
     /// `mapchaos_connected_clients`: open RESP connections.
     pub connected_clients: IntGauge,
-    /// `mapchaos_rejected_connections_total{reason}`: `max_clients`.
+    /// `mapchaos_rejected_connections_total{reason}`: `max_clients`, and
+    /// `cross_protocol` (a command looked like HTTP; see `cross_protocol`).
     pub rejected_connections: IntCounterVec,
     /// `mapchaos_protocol_errors_total`: connections closed for a malformed frame or a limit.
     pub protocol_errors: IntCounter,
+    /// `mapchaos_http_connections`: open connections to the HTTP port.
+    pub http_connections: IntGauge,
+    /// `mapchaos_http_dropped_connections_total{reason}`: HTTP connections
+    /// refused (`max_connections`) or cut (`header_timeout`, `idle_timeout`,
+    /// `request_timeout`).
+    pub http_dropped: IntCounterVec,
 }
 
 impl SidecarMetrics {
@@ -121,7 +128,20 @@ impl SidecarMetrics {
         let rejected_connections = IntCounterVec::new(
             Opts::new(
                 "mapchaos_rejected_connections_total",
-                "RESP connections refused, by reason.",
+                "RESP connections refused or dropped, by reason: max_clients, cross_protocol (a command looked like HTTP).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let http_connections = IntGauge::new(
+            "mapchaos_http_connections",
+            "Open connections to the sidecar's HTTP port.",
+        )
+        .expect("valid metric");
+        let http_dropped = IntCounterVec::new(
+            Opts::new(
+                "mapchaos_http_dropped_connections_total",
+                "HTTP connections refused or cut, by reason: max_connections, header_timeout, idle_timeout, request_timeout.",
             ),
             &["reason"],
         )
@@ -146,6 +166,8 @@ impl SidecarMetrics {
             Box::new(connected_clients.clone()),
             Box::new(rejected_connections.clone()),
             Box::new(protocol_errors.clone()),
+            Box::new(http_connections.clone()),
+            Box::new(http_dropped.clone()),
         ] {
             registry
                 .register(collector)
@@ -161,6 +183,17 @@ impl SidecarMetrics {
         }
         for kind in ExposureKind::ALL {
             race_exposures.with_label_values(&[kind.as_str()]);
+        }
+        for reason in ["max_clients", "cross_protocol"] {
+            rejected_connections.with_label_values(&[reason]);
+        }
+        for reason in [
+            "max_connections",
+            "header_timeout",
+            "idle_timeout",
+            "request_timeout",
+        ] {
+            http_dropped.with_label_values(&[reason]);
         }
 
         SidecarMetrics {
@@ -178,6 +211,8 @@ impl SidecarMetrics {
             connected_clients,
             rejected_connections,
             protocol_errors,
+            http_connections,
+            http_dropped,
         }
     }
 

@@ -112,6 +112,12 @@ pub fn parse_command(
 }
 
 impl Parser {
+    /// Whether the next command in `buf` is a telnet-style inline line (no
+    /// RESP array half-read, and the buffer does not start one).
+    pub fn next_is_inline(&self, buf: &[u8]) -> bool {
+        self.pending.is_none() && buf.first().is_some_and(|b| *b != b'*')
+    }
+
     /// The next complete command in `buf`; see [`parse_command`].
     ///
     /// Bulk arguments are slices of the frame split off `buf`, not copies.

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::app_probe::{AppProbe, ProbeHandle};
 use crate::commands::{Dispatcher, Session};
+use crate::cross_protocol;
 use crate::engine::MapEngine;
 use crate::metrics::SidecarMetrics;
 use crate::resp::{self, Limits, Parser, ProtocolError};
@@ -264,6 +265,9 @@ async fn serve_probed(
     let rejected_max_clients = metrics
         .rejected_connections
         .with_label_values(&["max_clients"]);
+    let cross_protocol = metrics
+        .rejected_connections
+        .with_label_values(&["cross_protocol"]);
     let mut connections = JoinSet::new();
     debug!(%local, "serving RESP");
 
@@ -312,6 +316,7 @@ async fn serve_probed(
             dispatcher: dispatcher.clone(),
             limits: config.limits,
             protocol_errors: metrics.protocol_errors.clone(),
+            cross_protocol: cross_protocol.clone(),
             probe: probe.as_ref().map(AppProbe::connect),
         };
         connections.spawn(connection.run(config.idle_timeout, shutdown.clone(), registration));
@@ -377,6 +382,7 @@ enum Ending {
     Quit,
     IdleTimeout,
     ProtocolError,
+    CrossProtocol,
     Shutdown,
     Killed,
 }
@@ -395,6 +401,8 @@ enum Ready {
     OutputFull,
     Quit,
     ProtocolError(ProtocolError),
+    /// A command looked like HTTP (see `cross_protocol`); it did not run.
+    CrossProtocol(&'static str),
 }
 
 struct Connection {
@@ -406,6 +414,8 @@ struct Connection {
     dispatcher: Arc<Dispatcher>,
     limits: Limits,
     protocol_errors: IntCounter,
+    /// `mapchaos_rejected_connections_total{reason="cross_protocol"}`.
+    cross_protocol: IntCounter,
     probe: Option<ProbeHandle>,
 }
 
@@ -505,6 +515,14 @@ impl Connection {
                     self.write().await?;
                     return Ok(Next::Close(Ending::ProtocolError));
                 }
+                Ready::CrossProtocol(what) => {
+                    // Like Redis: log, answer nothing (not even the replies
+                    // of commands before it), close.
+                    warn!(peer = %self.session.peer, what, "possible security attack: a command looked like HTTP (cross-protocol scripting); connection closed");
+                    self.cross_protocol.inc();
+                    self.output.clear();
+                    return Ok(Next::Close(Ending::CrossProtocol));
+                }
             }
         }
     }
@@ -514,8 +532,12 @@ impl Connection {
     fn run_ready(&mut self) -> Ready {
         let mut section = self.probe.as_ref().map(ProbeHandle::enter);
         loop {
+            let inline = self.parser.next_is_inline(&self.input);
             match self.parser.next_command(&mut self.input, &self.limits) {
                 Ok(Some(args)) => {
+                    if let Some(what) = cross_protocol::looks_like_http(&args, inline) {
+                        return Ready::CrossProtocol(what);
+                    }
                     let storm = section.as_mut().and_then(|s| s.storm());
                     self.dispatcher.execute_observed(
                         &mut self.session,

@@ -15,8 +15,10 @@ use crate::audit::log::DeleteLog;
 use crate::config::{EngineKind, SidecarArgs};
 use crate::control_api::{self, Verifier};
 use crate::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
+use crate::fd_budget;
 use crate::http::{self, HttpState};
 use crate::memory::{self, HeapRelease};
+use crate::http_listener;
 use crate::metrics::SidecarMetrics;
 use crate::server;
 use crate::storms::{StormBudget, Storms, StormsConfig};
@@ -57,6 +59,8 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
             }
         }
     };
+    let mut server_config = args.server_config();
+    server_config.max_clients = descriptor_budget(&args)?;
 
     let resp_listener = TcpListener::bind(args.resp_addr)
         .await
@@ -72,11 +76,24 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
         "mapchaos sidecar listening"
     );
 
-    let verifier = Verifier::from_hex(args.operator_public_key.as_deref())
-        .map_err(|e| anyhow::anyhow!("--operator-public-key: {e}"))?;
-    if args.operator_public_key.is_none() {
-        warn!("no --operator-public-key: storm control (PUT/DELETE /v1/storms) is disabled");
+    let identity = args.pod_identity().map_err(anyhow::Error::msg)?;
+    match (&args.operator_public_key, &identity) {
+        (None, _) => warn!("no --operator-public-key: the storm API (/v1/storms) is disabled"),
+        (Some(_), None) => warn!(
+            "no pod identity (MAPCHAOS_POD_NAMESPACE, MAPCHAOS_POD_NAME): the storm API \
+             (/v1/storms) refuses every request, since it cannot tell which pod a request \
+             was signed for"
+        ),
+        (Some(_), Some(pod)) if pod.uid.is_empty() => warn!(
+            pod = %pod.target(),
+            "no MAPCHAOS_POD_UID: signed requests are checked against the pod's name only"
+        ),
+        (Some(_), Some(pod)) => {
+            info!(pod = %pod.target(), uid = %pod.uid, "storm API on for this pod")
+        }
     }
+    let verifier = Verifier::new(args.operator_public_key.as_deref(), identity)
+        .map_err(|e| anyhow::anyhow!("--operator-public-key: {e}"))?;
     let storms = Storms::with_config(
         engine.clone(),
         metrics.clone(),
@@ -94,16 +111,13 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
         ready: false.into(),
     });
     let http_shutdown = CancellationToken::new();
-    let http_task = tokio::spawn({
-        let router =
-            http::router(http_state.clone()).merge(control_api::router(storms.clone(), verifier));
-        let stop = http_shutdown.clone();
-        async move {
-            axum::serve(http_listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        }
-    });
+    let http_task = tokio::spawn(http_listener::serve(
+        http_listener,
+        http::router(http_state.clone()).merge(control_api::router(storms.clone(), verifier)),
+        args.http_limits(),
+        metrics.clone(),
+        http_shutdown.clone(),
+    ));
     let housekeeping = tokio::spawn(housekeeping(
         engine.clone(),
         storms.clone(),
@@ -114,7 +128,7 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
         resp_listener,
         engine.clone(),
         metrics.clone(),
-        args.server_config(),
+        server_config,
         storms.app_probe(),
         shutdown.clone(),
     ));
@@ -145,8 +159,8 @@ pub async fn run(args: SidecarArgs, shutdown: CancellationToken) -> anyhow::Resu
         );
     }
     http_shutdown.cancel();
-    if let Ok(Err(error)) = http_task.await {
-        warn!(%error, "HTTP listener ended with an error");
+    if let Err(error) = http_task.await {
+        warn!(%error, "HTTP listener task failed");
     }
     housekeeping.abort();
     info!("sidecar stopped");
@@ -171,6 +185,28 @@ fn wait_for_storm(storms: &Storms, drain: Duration) -> bool {
             None => {}
         }
     }
+/// The RESP port's share of the open-file limit: `--max-clients`, or fewer
+/// when the limit (raised toward the hard limit first) cannot hold them
+/// beside the HTTP port's `--http-max-connections` and the reserve.
+fn descriptor_budget(args: &SidecarArgs) -> anyhow::Result<usize> {
+    let wanted = (args.max_clients as u64)
+        .saturating_add(args.http_max_connections as u64)
+        .saturating_add(fd_budget::RESERVED);
+    let Some(limit) = fd_budget::raise_open_files(wanted) else {
+        return Ok(args.max_clients);
+    };
+    let clients = fd_budget::resp_clients(limit, args.max_clients, args.http_max_connections)
+        .map_err(anyhow::Error::msg)?;
+    if clients < args.max_clients {
+        warn!(
+            requested = args.max_clients,
+            max_clients = clients,
+            open_file_limit = limit,
+            http_max_connections = args.http_max_connections,
+            "--max-clients lowered to fit the open-file limit beside the HTTP port's connections"
+        );
+    }
+    Ok(clients)
 }
 
 /// Active expiry, compaction and heap release, off the request path.

@@ -1,5 +1,5 @@
-//! The storm control API over real HTTP: signatures, idempotent PUT, one
-//! storm at a time, DELETE, the lease dead-man's switch, history, and restore
+//! The storm control API over real HTTP: signatures (bound to the pod, used
+//! once, reads included), idempotent PUT, one storm at a time, DELETE, the lease dead-man's switch, history, and restore
 //! of existing keys.
 
 mod common;
@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey};
-use mapchaos_api::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, hex, signed_message};
+use mapchaos_api::signing::{
+    NONCE_HEADER, PodIdentity, SIGNATURE_HEADER, SignedRequest, TARGET_HEADER, TARGET_UID_HEADER,
+    TIMESTAMP_HEADER, hex, new_nonce,
+};
 use mapchaos_sidecar::control_api::{self, Verifier};
 use mapchaos_sidecar::engine::{Clock, MapEngine, SetExpiry, SetOptions, ShardedEngine, Ttl};
 use mapchaos_sidecar::metrics::SidecarMetrics;
@@ -20,22 +23,86 @@ use serde_json::{Value, json};
 
 const KEY: [u8; 32] = [7; 32];
 
+/// The pod the sidecar under test is.
+fn this_pod() -> PodIdentity {
+    PodIdentity::new("shop", "cart-0", "0b7e5a3c-1111-4c8e-9c1e-2f9d3b7a0c44")
+}
+
 struct Api {
     port: u16,
     engine: Arc<dyn MapEngine>,
     _runtime: tokio::runtime::Runtime,
 }
 
+/// How a test request is signed.
+struct Signing {
+    key: [u8; 32],
+    /// Seconds added to the clock's time.
+    offset: i64,
+    target: PodIdentity,
+    nonce: String,
+}
+
+impl Signing {
+    fn now(key: [u8; 32]) -> Signing {
+        Signing {
+            key,
+            offset: 0,
+            target: this_pod(),
+            nonce: new_nonce(),
+        }
+    }
+
+    /// The signature headers of `method path body`.
+    fn headers(&self, method: &str, path: &str, body: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let timestamp = (now + self.offset) as u64;
+        let message = SignedRequest {
+            method,
+            path,
+            body: body.as_bytes(),
+            timestamp,
+            nonce: &self.nonce,
+            target: &self.target,
+        }
+        .message();
+        let signature = SigningKey::from_bytes(&self.key).sign(&message);
+        let mut headers = format!(
+            "{TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {}\r\n\
+             {NONCE_HEADER}: {}\r\n{TARGET_HEADER}: {}\r\n",
+            hex(&signature.to_bytes()),
+            self.nonce,
+            self.target.target(),
+        );
+        if !self.target.uid.is_empty() {
+            headers.push_str(&format!("{TARGET_UID_HEADER}: {}\r\n", self.target.uid));
+        }
+        headers
+    }
+}
+
 impl Api {
     fn start() -> Api {
-        Self::start_with(StormBudget::default())
+        Api::start_full(Some(this_pod()), StormBudget::default())
     }
 
     fn start_with(budget: StormBudget) -> Api {
+        Api::start_full(Some(this_pod()), budget)
+    }
+
+    /// A sidecar that is pod `identity` (`None`: it was not told).
+    fn start_as(identity: Option<PodIdentity>) -> Api {
+        Api::start_full(identity, StormBudget::default())
+    }
+
+    fn start_full(identity: Option<PodIdentity>, budget: StormBudget) -> Api {
         let engine: Arc<dyn MapEngine> = Arc::new(ShardedEngine::new(8, Clock::System));
         let storms = Storms::with_budget(engine.clone(), Arc::new(SidecarMetrics::new()), budget);
         let public = hex(SigningKey::from_bytes(&KEY).verifying_key().as_bytes());
-        let verifier = Verifier::from_hex(Some(&public)).unwrap();
+        let verifier = Verifier::new(Some(&public), identity).unwrap();
         let (runtime, listener, port) = common::runtime_with_listener(1);
         runtime.spawn(async move {
             axum::serve(listener, control_api::router(storms, verifier))
@@ -49,7 +116,8 @@ impl Api {
         }
     }
 
-    /// Send a request; `sign` is (key, timestamp offset in seconds).
+    /// Send a request; `sign` is (key, timestamp offset in seconds), signed
+    /// for this sidecar's pod with a fresh nonce.
     fn call(
         &self,
         method: &str,
@@ -57,24 +125,20 @@ impl Api {
         body: &str,
         sign: Option<([u8; 32], i64)>,
     ) -> (u16, Value) {
-        let mut headers = String::new();
-        if let Some((key, offset)) = sign {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs() as i64;
-            let timestamp = (now + offset) as u64;
-            let signature = SigningKey::from_bytes(&key).sign(&signed_message(
-                method,
-                path,
-                body.as_bytes(),
-                timestamp,
-            ));
-            headers = format!(
-                "{TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {}\r\n",
-                hex(&signature.to_bytes())
-            );
-        }
+        let headers = sign
+            .map(|(key, offset)| {
+                Signing {
+                    offset,
+                    ..Signing::now(key)
+                }
+                .headers(method, path, body)
+            })
+            .unwrap_or_default();
+        self.send(method, path, body, &headers)
+    }
+
+    /// Send a request with these extra header lines.
+    fn send(&self, method: &str, path: &str, body: &str, headers: &str) -> (u16, Value) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         write!(
             stream,
@@ -106,9 +170,14 @@ impl Api {
         )
     }
 
+    /// A signed GET.
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, "", Some((KEY, 0)))
+    }
+
     fn wait_final(&self, id: &str) -> Value {
         for _ in 0..600 {
-            let (status, body) = self.call("GET", &format!("/v1/storms/{id}"), "", None);
+            let (status, body) = self.get(&format!("/v1/storms/{id}"));
             assert_eq!(status, 200, "{body}");
             if ["Completed", "Aborted", "Failed"].contains(&body["phase"].as_str().unwrap()) {
                 return body;
@@ -117,6 +186,10 @@ impl Api {
         }
         panic!("storm {id} did not finish");
     }
+}
+
+fn error_of(answer: &(u16, Value)) -> &str {
+    answer.1["error"].as_str().unwrap_or_default()
 }
 
 fn request(duration: &str, lease: &str) -> Value {
@@ -149,14 +222,14 @@ fn a_signed_put_runs_a_storm_to_completion_and_serves_its_history() {
     assert_eq!(report["check"]["anomalies"]["stale_read"], 0);
     // A finished storm's elapsedMillis stays how long its workers ran.
     std::thread::sleep(Duration::from_millis(700));
-    let (_, later) = api.call("GET", "/v1/storms/run-1", "", None);
+    let (_, later) = api.get("/v1/storms/run-1");
     assert_eq!(later["elapsedMillis"], report["elapsedMillis"], "{later}");
 
-    let (status, history) = api.call("GET", "/v1/storms/run-1/history", "", None);
+    let (status, history) = api.get("/v1/storms/run-1/history");
     assert_eq!(status, 200);
     let events = history["events"].as_array().expect("a history");
     assert!(events.len() as u64 >= report["ops"].as_u64().unwrap());
-    assert_eq!(api.call("GET", "/v1/storms/nope", "", None).0, 404);
+    assert_eq!(api.get("/v1/storms/nope").0, 404);
 }
 
 #[test]
@@ -188,7 +261,165 @@ fn unsigned_stale_forged_and_oversized_requests_are_refused() {
     );
     assert_eq!(api.call("DELETE", "/v1/storms/x", "", None).0, 401);
     // Nothing ran.
-    assert_eq!(api.call("GET", "/v1/storms/x", "", None).0, 404);
+    assert_eq!(api.get("/v1/storms/x").0, 404);
+}
+
+#[test]
+fn reads_of_status_history_and_report_need_the_signature_too() {
+    let api = Api::start();
+    assert_eq!(api.put("read-me", &request("300ms", "30s")).0, 201);
+    let done = api.wait_final("read-me");
+    assert!(done["report"].is_object(), "{done}");
+    for path in ["/v1/storms/read-me", "/v1/storms/read-me/history"] {
+        let unsigned = api.call("GET", path, "", None);
+        assert_eq!(unsigned.0, 401, "unsigned GET {path}: {:?}", unsigned.1);
+        assert!(
+            error_of(&unsigned).contains("must be signed"),
+            "{:?}",
+            unsigned.1
+        );
+        assert!(
+            !unsigned.1.to_string().contains("api:"),
+            "an unsigned read shows no key: {:?}",
+            unsigned.1
+        );
+        let forged = api.call("GET", path, "", Some(([9; 32], 0)));
+        assert_eq!(forged.0, 401, "GET {path} signed by another key");
+        assert_eq!(api.get(path).0, 200, "signed GET {path}");
+    }
+    // Unknown storms and ids are not told apart from known ones unsigned.
+    assert_eq!(api.call("GET", "/v1/storms/nope", "", None).0, 401);
+    assert_eq!(api.call("GET", "/v1/storms/nope/history", "", None).0, 401);
+}
+
+#[test]
+fn a_signed_request_is_accepted_once() {
+    let api = Api::start();
+    let body = request("60s", "30s").to_string();
+    let signing = Signing::now(KEY);
+    let headers = signing.headers("PUT", "/v1/storms/once", &body);
+    assert_eq!(api.send("PUT", "/v1/storms/once", &body, &headers).0, 201);
+    let replay = api.send("PUT", "/v1/storms/once", &body, &headers);
+    assert_eq!(replay.0, 401, "{:?}", replay.1);
+    assert!(error_of(&replay).contains("replayed"), "{:?}", replay.1);
+
+    // A read, replayed, too; and a DELETE replayed after the storm stopped.
+    let read = Signing::now(KEY).headers("GET", "/v1/storms/once", "");
+    assert_eq!(api.send("GET", "/v1/storms/once", "", &read).0, 200);
+    assert_eq!(api.send("GET", "/v1/storms/once", "", &read).0, 401);
+    let stop = Signing::now(KEY).headers("DELETE", "/v1/storms/once", "");
+    assert!(matches!(
+        api.send("DELETE", "/v1/storms/once", "", &stop).0,
+        200 | 202
+    ));
+    api.wait_final("once");
+    let again = api.send("DELETE", "/v1/storms/once", "", &stop);
+    assert_eq!(again.0, 401, "{:?}", again.1);
+    assert!(error_of(&again).contains("replayed"));
+}
+
+#[test]
+fn a_request_signed_for_another_pod_is_refused_with_both_names() {
+    let api = Api::start();
+    let body = request("1s", "30s").to_string();
+    let for_pod = |target: PodIdentity| {
+        let signing = Signing {
+            target,
+            ..Signing::now(KEY)
+        };
+        let headers = signing.headers("PUT", "/v1/storms/elsewhere", &body);
+        api.send("PUT", "/v1/storms/elsewhere", &body, &headers)
+    };
+    let mine = this_pod();
+    let other_name = for_pod(PodIdentity::new("shop", "cart-1", &mine.uid));
+    assert_eq!(other_name.0, 401);
+    assert!(
+        error_of(&other_name).contains("signed for pod shop/cart-1")
+            && error_of(&other_name).contains("this sidecar is pod shop/cart-0"),
+        "{:?}",
+        other_name.1
+    );
+    let other_namespace = for_pod(PodIdentity::new("billing", "cart-0", &mine.uid));
+    assert_eq!(other_namespace.0, 401);
+    assert!(error_of(&other_namespace).contains("billing/cart-0"));
+    // Same name, another uid: the pod this one replaced.
+    let replaced = for_pod(PodIdentity::new("shop", "cart-0", "11111111-old-pod"));
+    assert_eq!(replaced.0, 401);
+    assert!(error_of(&replaced).contains("uid"), "{:?}", replaced.1);
+    let no_uid = for_pod(PodIdentity::new("shop", "cart-0", ""));
+    assert_eq!(no_uid.0, 401);
+    // A signature made for pod B, with the headers changed to say pod A.
+    let signed_for_b = Signing {
+        target: PodIdentity::new("shop", "cart-1", &mine.uid),
+        ..Signing::now(KEY)
+    }
+    .headers("PUT", "/v1/storms/elsewhere", &body)
+    .replace("shop/cart-1", "shop/cart-0");
+    let relabelled = api.send("PUT", "/v1/storms/elsewhere", &body, &signed_for_b);
+    assert_eq!(relabelled.0, 401);
+    assert!(
+        error_of(&relabelled).contains("bad signature"),
+        "{:?}",
+        relabelled.1
+    );
+    // Nothing started; the right pod's request does.
+    assert_eq!(api.get("/v1/storms/elsewhere").0, 404);
+    assert_eq!(for_pod(mine).0, 201);
+}
+
+#[test]
+fn stale_future_and_malformed_signatures_are_refused() {
+    let api = Api::start();
+    let body = request("1s", "30s").to_string();
+    for offset in [-31, -3600, 31, 3600] {
+        let answer = api.call("PUT", "/v1/storms/t", &body, Some((KEY, offset)));
+        assert_eq!(answer.0, 401, "offset {offset}");
+        assert!(error_of(&answer).contains("stale"), "{:?}", answer.1);
+    }
+    for nonce in ["abc", "not-hex-not-hex-not-hex", &"a".repeat(65)] {
+        let headers = Signing {
+            nonce: nonce.to_owned(),
+            ..Signing::now(KEY)
+        }
+        .headers("PUT", "/v1/storms/t", &body);
+        let answer = api.send("PUT", "/v1/storms/t", &body, &headers);
+        assert_eq!(answer.0, 401, "nonce {nonce:?}");
+        assert!(error_of(&answer).contains(NONCE_HEADER), "{:?}", answer.1);
+    }
+    let no_target = Signing::now(KEY)
+        .headers("PUT", "/v1/storms/t", &body)
+        .lines()
+        .filter(|line| !line.starts_with(TARGET_HEADER))
+        .map(|line| format!("{line}\r\n"))
+        .collect::<String>();
+    let answer = api.send("PUT", "/v1/storms/t", &body, &no_target);
+    assert_eq!(answer.0, 401);
+    assert!(error_of(&answer).contains(TARGET_HEADER), "{:?}", answer.1);
+    assert_eq!(api.get("/v1/storms/t").0, 404, "nothing started");
+}
+
+#[test]
+fn a_sidecar_that_does_not_know_its_pod_refuses_every_signed_call() {
+    let api = Api::start_as(None);
+    let answer = api.put("x", &request("1s", "30s"));
+    assert_eq!(answer.0, 401);
+    assert!(
+        error_of(&answer).contains("does not know which pod it is")
+            && error_of(&answer).contains("MAPCHAOS_POD_NAME"),
+        "{:?}",
+        answer.1
+    );
+    assert_eq!(api.get("/v1/storms/x").0, 401);
+
+    // One that knows its name but not its uid checks the name only.
+    let api = Api::start_as(Some(PodIdentity::new("shop", "cart-0", "")));
+    assert_eq!(api.put("x", &request("300ms", "30s")).0, 201);
+    let wrong = Signing {
+        target: PodIdentity::new("shop", "cart-9", ""),
+        ..Signing::now(KEY)
+    }
+    .headers("GET", "/v1/storms/x", "");
+    assert_eq!(api.send("GET", "/v1/storms/x", "", &wrong).0, 401);
 }
 
 #[test]

@@ -24,6 +24,7 @@ fn start(id: &str) -> Action {
         endpoint: Endpoint {
             namespace: "shop".into(),
             pod: "cart-0".into(),
+            uid: "uid-cart-0".into(),
             ip: "127.0.0.1".into(),
         },
         id: id.into(),
@@ -86,6 +87,7 @@ async fn an_unreachable_sidecar_is_left_to_the_next_observation() {
                 endpoint: Endpoint {
                     namespace: "shop".into(),
                     pod: "cart-1".into(),
+                    uid: "uid-cart-1".into(),
                     ip: "127.0.0.1".into(),
                 },
                 id: "lost-2".into(),

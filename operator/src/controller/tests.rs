@@ -175,7 +175,7 @@ async fn a_deleted_experiment_stops_its_storm_then_removes_the_finalizer() {
     let id = "storm-1-deleted";
     let client = StormClient::new(signer).with_port(port);
     client
-        .put("127.0.0.1", id, &long_storm())
+        .put(&fixtures::local_target(), id, &long_storm())
         .await
         .expect("the storm starts");
     let (ctx, mut api) = fixtures::context(port, false);
@@ -187,6 +187,7 @@ async fn a_deleted_experiment_stops_its_storm_then_removes_the_finalizer() {
         targets: vec![TargetStatus {
             pod: "cart-0".into(),
             namespace: "shop".into(),
+            pod_uid: "uid-cart-0".into(),
             ip: "127.0.0.1".into(),
             storm_id: id.into(),
             phase: TargetPhase::Running,

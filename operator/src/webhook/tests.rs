@@ -33,7 +33,17 @@ fn expected_container() -> Value {
         "image": "ghcr.io/mapchaos/mapchaos:0.1.0",
         "imagePullPolicy": "IfNotPresent",
         "args": ["sidecar", "--http-addr", "0.0.0.0:9464"],
-        "env": [{"name": "MAPCHAOS_OPERATOR_PUBLIC_KEY", "value": PUBLIC_KEY}],
+        "env": [
+            {"name": "MAPCHAOS_OPERATOR_PUBLIC_KEY", "value": PUBLIC_KEY},
+            // The sidecar's pod, from the downward API: signed storm
+            // requests are bound to it.
+            {"name": "MAPCHAOS_POD_NAMESPACE",
+             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
+            {"name": "MAPCHAOS_POD_NAME",
+             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+            {"name": "MAPCHAOS_POD_UID",
+             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.uid"}}}
+        ],
         "ports": [{"name": "mapchaos-http", "containerPort": 9464, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "mapchaos-http"},

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::client::Body;
+use mapchaos_api::signing::PodIdentity;
 use mapchaos_api::{MapChaos, MapChaosStatus};
 use mapchaos_sidecar::control_api::{Verifier, router};
 use mapchaos_sidecar::engine::MapEngine;
@@ -368,21 +369,30 @@ fn address(net: u8, index: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, net, (host / 250) as u8, (host % 250 + 1) as u8)
 }
 
+/// The pod sidecar `index` of [`sidecars`] is: `shop/cart-{index}`, uid
+/// `uid-cart-{index}` (as `fixtures::pod_at` names them).
+pub fn sidecar_pod(index: usize) -> PodIdentity {
+    PodIdentity::new("shop", format!("cart-{index}"), format!("uid-cart-{index}"))
+}
+
 /// One sidecar per engine, at 127.net.x.y, all on the returned port and
-/// trusting the operator key `public_key_hex`.
+/// trusting the operator key `public_key_hex`; sidecar `index` is the pod
+/// `pod(index)` (for example [`sidecar_pod`]).
 pub async fn sidecars(
     net: u8,
     engines: Vec<Arc<dyn MapEngine>>,
     public_key_hex: &str,
+    pod: impl Fn(usize) -> PodIdentity,
 ) -> (u16, Vec<LoopbackSidecar>) {
     let (port, listeners) = bind_all(net, engines.len());
-    let verifier = Verifier::from_hex(Some(public_key_hex)).expect("a valid public key");
     let mut sidecars = Vec::new();
     for (index, (engine, listener)) in engines.into_iter().zip(listeners).enumerate() {
+        let verifier =
+            Verifier::new(Some(public_key_hex), Some(pod(index))).expect("a valid public key");
         let storms = Storms::new(engine, Arc::new(SidecarMetrics::new()));
         let calls: Arc<Mutex<Vec<SidecarCall>>> = Arc::default();
         let log = calls.clone();
-        let app = router(storms.clone(), verifier.clone()).layer(axum::middleware::from_fn(
+        let app = router(storms.clone(), verifier).layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let log = log.clone();
                 async move {

@@ -27,7 +27,7 @@ use mapchaos_sidecar::engine::{
 };
 use serde_json::{Value, json};
 
-use super::fake_cluster::{FakeApi, LoopbackSidecar, RecordedEvent, sidecars};
+use super::fake_cluster::{FakeApi, LoopbackSidecar, RecordedEvent, sidecar_pod, sidecars};
 use crate::controller::{Context, reconcile_at};
 use crate::fixtures;
 use crate::kill_switch::KillSwitch;
@@ -68,7 +68,13 @@ impl Scenario {
     /// The experiment as `kubectl apply` creates it (no finalizer yet), on
     /// sidecars at 127.`net`.0.x, one per engine.
     pub(super) async fn start(net: u8, engines: Vec<Arc<dyn MapEngine>>, spec: Value) -> Self {
-        let (port, sidecars) = sidecars(net, engines, &fixtures::signer().public_key_hex()).await;
+        let (port, sidecars) = sidecars(
+            net,
+            engines,
+            &fixtures::signer().public_key_hex(),
+            sidecar_pod,
+        )
+        .await;
         let api = FakeApi::default();
         api.set_pods(
             sidecars
