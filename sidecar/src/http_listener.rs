@@ -178,11 +178,13 @@ async fn serve_connection(
             connection.await
         }
     };
-    if let Err(error) = result {
-        if idled.load(Ordering::Relaxed) {
-            counters.idle_timeout.inc();
-            debug!(%error, "HTTP connection closed: idle");
-        } else if error.is_timeout() {
+    // hyper may end an idle connection's failed read without an error, so
+    // the idle flag is looked at first.
+    if idled.load(Ordering::Relaxed) {
+        counters.idle_timeout.inc();
+        debug!("HTTP connection closed: idle");
+    } else if let Err(error) = result {
+        if error.is_timeout() {
             counters.header_timeout.inc();
             debug!(%error, "HTTP connection closed: request headers too slow");
         } else {

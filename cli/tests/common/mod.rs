@@ -26,7 +26,21 @@ impl Service {
     /// JSON log line whose message is `announcement`; stderr keeps being
     /// drained so the process never blocks on a full pipe.
     pub fn start(args: &[&str], announcement: &'static str) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mapchaos"))
+        Self::start_command(
+            Command::new(env!("CARGO_BIN_EXE_mapchaos")),
+            args,
+            announcement,
+        )
+    }
+
+    /// [`Service::start`] with `command` standing for the binary (a shell
+    /// that sets limits first, say).
+    pub fn start_command(
+        mut command: Command,
+        args: &[&str],
+        announcement: &'static str,
+    ) -> Service {
+        let mut child = command
             .args(args)
             .args(["--log-format", "json"])
             .stdout(Stdio::null())
@@ -105,6 +119,21 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(extra: &[&str]) -> Sidecar {
+        Self::start_command(Command::new(env!("CARGO_BIN_EXE_mapchaos")), extra)
+    }
+
+    /// A sidecar whose open-file limit is `limit` (soft and hard).
+    pub fn start_with_open_files(limit: u32, extra: &[&str]) -> Sidecar {
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_mapchaos"),
+        ]);
+        Self::start_command(shell, extra)
+    }
+
+    fn start_command(command: Command, extra: &[&str]) -> Sidecar {
         let mut args = vec![
             "sidecar",
             "--resp-addr",
@@ -113,7 +142,7 @@ impl Sidecar {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let service = Service::start(&args, "mapchaos sidecar listening");
+        let service = Service::start_command(command, &args, "mapchaos sidecar listening");
         Sidecar {
             resp_port: service.port("resp"),
             http_port: service.port("http"),
