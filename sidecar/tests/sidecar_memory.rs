@@ -11,7 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use ed25519_dalek::{Signer, SigningKey};
-use mapchaos_api::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, hex, signed_message};
+use mapchaos_api::signing::{
+    NONCE_HEADER, PodIdentity, SIGNATURE_HEADER, SignedRequest, TARGET_HEADER, TIMESTAMP_HEADER,
+    hex, new_nonce,
+};
 use mapchaos_sidecar::SidecarArgs;
 use mapchaos_sidecar::memory::resident_bytes;
 use serde_json::{Value, json};
@@ -51,6 +54,8 @@ impl Sidecar {
             format!("--resp-addr=127.0.0.1:{resp}"),
             format!("--http-addr=127.0.0.1:{http}"),
             format!("--operator-public-key={public}"),
+            "--pod-namespace=test".to_owned(),
+            "--pod-name=sidecar".to_owned(),
         ];
         argv.extend(extra.iter().map(|s| s.to_string()));
         let args = Cli::parse_from(argv).args;
@@ -117,20 +122,28 @@ fn http_call(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let signature = SigningKey::from_bytes(&KEY).sign(&signed_message(
+    let pod = PodIdentity::new("test", "sidecar", "");
+    let nonce = new_nonce();
+    let message = SignedRequest {
         method,
         path,
-        body.as_bytes(),
+        body: body.as_bytes(),
         timestamp,
-    ));
+        nonce: &nonce,
+        target: &pod,
+    }
+    .message();
+    let signature = SigningKey::from_bytes(&KEY).sign(&message);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\
-         {TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {}\r\n\r\n{body}",
+         {TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {}\r\n\
+         {NONCE_HEADER}: {nonce}\r\n{TARGET_HEADER}: {}\r\n\r\n{body}",
         body.len(),
-        hex(&signature.to_bytes())
+        hex(&signature.to_bytes()),
+        pod.target(),
     )
     .unwrap();
     let mut response = Vec::new();
