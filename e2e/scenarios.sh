@@ -56,7 +56,7 @@ source "$E2E_SRC/checks.sh"
 
 # The scenarios in the order they run, as NAME:NUMBER (the number in the "== N." headings).
 SCENARIOS=(dryrun:0 install:1 storm:2 broken:3 invalid:4 midstorm:5a killswitch:5b webhook:7 injstorm:8
-    podgone:9 upgrade:10 opgone:11 leader:11b pause:12 guardrails:13 metrics:6 uninstall:5c)
+    podgone:9 upgrade:10 opgone:11 leader:11b pause:12 guardrails:13 audit:14 metrics:6 uninstall:5c)
 declare -A SELECTED=()
 ONLY=${MAPCHAOS_E2E_ONLY:-}
 for entry in "${SCENARIOS[@]}"; do [[ -n "$ONLY" ]] || SELECTED[${entry%%:*}]=1; done
@@ -1095,6 +1095,59 @@ eventually 30 "the webhook answers again: alice's MapChaos targeting $TEAM_B is 
     guard_mc alice $TEAM_A reach-b ', namespaces: [$TEAM_B]'; refused reach-b 'may not create'"
 kubectl -n "$TEAM_A" delete mc --all --wait=true --timeout=60s >/dev/null 2>&1
 say "guardrails scenario took $((SECONDS - GUARD_START))s"
+fi
+
+# =======================================================================================
+if section audit "== 14. delete audit: a storm on the application's keys journals every delete, signed"; then
+# The application's own keys in its sidecar's map (the RESP port listens on the pod IP here
+# so this machine can write them); the storm deletes some, the journal names each and what
+# became of it, and the restore puts them all back.
+demo_deployment audited 1 ', --resp-addr, "0.0.0.0:6379"'
+eventually 120 "Deployment audited has 1 available replica" available "$NS" audited 1
+A_IP=$(k get pods -l app=audited -o json | jq -r '[.items[] | select(.metadata.deletionTimestamp == null)][0].status.podIP')
+check "the application writes 40 keys app:audit:0..39 into its sidecar's map" bash -c "
+    for i in \$(seq 0 39); do redis-cli -h '$A_IP' -p 6379 SET app:audit:\$i v\$i >/dev/null || exit 1; done &&
+    [[ \$(redis-cli -h '$A_IP' -p 6379 --scan --pattern 'app:audit:*' | wc -l) == 40 ]]"
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: mapchaos.io/v1alpha1
+kind: MapChaos
+metadata: {name: audit, namespace: $NS}
+spec:
+  selector:
+    labelSelectors: {app: audited}
+  mode: all
+  duration: 4s
+  storm:
+    workers: 4
+    mix: {del: 60, get: 20, set: 20}
+    keys: {source: existing, pattern: "app:audit:*"}
+    restore: true
+  check: {history: true, maxOps: 100000, timeoutPerKey: 5s}
+EOF
+eventually 120 "MapChaos audit is Completed" mc_jq audit '.status.phase == "Completed"'
+A=$(mc_json audit)
+say "audit: status.targets[0].deletes = $(jq -c '.status.targets[0].deletes' <<<"$A")"
+check "status: the storm deleted existing keys, and every one was restored" \
+    jqe '.status.targets[0].deletes.deleted > 0 and .status.targets[0].deletes.outcomes.restored == .status.targets[0].deletes.deleted' <<<"$A"
+read -r AU_IP AU_ID AU_POD AU_UID <<<"$(jq -r '.status.targets[0] | "\(.ip) \(.stormId) \(.namespace)/\(.pod) \(.podUid)"' <<<"$A")"
+check "an unsigned GET of the storm's delete journal is refused (401) and shows no key" bash -c "
+    body=\$(curl -s -w '\n%{http_code}' --max-time 5 'http://$AU_IP:9464/v1/storms/$AU_ID/audit') &&
+    [[ \$(tail -n1 <<<\"\$body\") == 401 ]] && ! grep -q 'app:audit' <<<\"\$body\""
+A_DELETES=$(jq -c '.status.targets[0].deletes' <<<"$A")
+check "a signed GET of the journal (mapchaos fetch) lists each deleted key once, as the status counts them" bash -c "
+    '$MAPCHAOS_BIN' fetch '$AU_IP' '/v1/storms/$AU_ID/audit' --pod '$AU_POD' --pod-uid '$AU_UID' \
+        --signing-key-file '$SIGNING_KEY_FILE' >'$HELM_HOME/audit.json' &&
+    jq -e --argjson s '$A_DELETES' '
+        (.keys | length) == \$s.deleted and .summary == \$s and
+        ([.keys[].key] | unique | length) == (.keys | length) and
+        all(.keys[]; (.key | test(\"^app:audit:[0-9]+\$\")) and .outcome == \"restored\")' '$HELM_HOME/audit.json' >/dev/null"
+check "after the storm the application has its 40 keys back, each with its own value" bash -c "
+    for i in \$(seq 0 39); do [[ \$(redis-cli -h '$A_IP' -p 6379 GET app:audit:\$i) == v\$i ]] || exit 1; done"
+check "the sidecar counts the storm's deletes of existing keys (mapchaos_deletes_total{source=\"storm\"})" bash -c "
+    curl -sf --max-time 5 'http://$A_IP:9464/metrics' |
+        awk '/^mapchaos_deletes_total[{]/ && /source=\"storm\"/ { s += \$2 } END { exit !(s > 0) }'"
+k delete mapchaos audit --wait=true --timeout=30s >/dev/null
+k delete deploy audited --wait=false >/dev/null
 fi
 
 # =======================================================================================

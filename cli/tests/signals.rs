@@ -450,12 +450,23 @@ fn a_third_signal_exits_at_once_and_says_what_was_not_restored() {
 
 #[test]
 fn sidecar_sigterm_mid_storm_stops_it_restores_then_exits() {
-    use mapchaos_api::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    use mapchaos_api::signing::{
+        NONCE_HEADER, PodIdentity, SIGNATURE_HEADER, SignedRequest, TARGET_HEADER,
+        TIMESTAMP_HEADER, new_nonce,
+    };
     use mapchaos_operator::signing_key::StormSigner;
 
     let signer = StormSigner::parse(&"07".repeat(32)).unwrap();
     let public = signer.public_key_hex();
-    let sidecar = common::Sidecar::start(&["--operator-public-key", &public]);
+    let sidecar = common::Sidecar::start(&[
+        "--operator-public-key",
+        &public,
+        "--pod-namespace",
+        "shop",
+        "--pod-name",
+        "cart-0",
+    ]);
+    let pod = PodIdentity::new("shop", "cart-0", "");
     let mut app = redis::Client::open(format!("redis://127.0.0.1:{}", sidecar.resp_port))
         .unwrap()
         .get_connection()
@@ -475,14 +486,24 @@ fn sidecar_sigterm_mid_storm_stops_it_restores_then_exits() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let signature = signer.sign("PUT", path, body.as_bytes(), timestamp);
+    let nonce = new_nonce();
+    let signature = signer.sign(&SignedRequest {
+        method: "PUT",
+        path,
+        body: body.as_bytes(),
+        timestamp,
+        nonce: &nonce,
+        target: &pod,
+    });
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", sidecar.http_port)).unwrap();
     use std::io::Write as _;
     write!(
         stream,
         "PUT {path} HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n{TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {signature}\r\n\r\n{body}",
-        body.len()
+         Content-Length: {}\r\n{TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {signature}\r\n\
+         {NONCE_HEADER}: {nonce}\r\n{TARGET_HEADER}: {}\r\n\r\n{body}",
+        body.len(),
+        pod.target(),
     )
     .unwrap();
     let mut response = String::new();

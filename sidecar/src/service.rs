@@ -185,6 +185,8 @@ fn wait_for_storm(storms: &Storms, drain: Duration) -> bool {
             None => {}
         }
     }
+}
+
 /// The RESP port's share of the open-file limit: `--max-clients`, or fewer
 /// when the limit (raised toward the hard limit first) cannot hold them
 /// beside the HTTP port's `--http-max-connections` and the reserve.

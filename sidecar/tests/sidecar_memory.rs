@@ -4,17 +4,16 @@
 //! `redis-server`'s does. Each test is its own process under nextest, so the
 //! process's RSS is this sidecar's.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ed25519_dalek::{Signer, SigningKey};
-use mapchaos_api::signing::{
-    NONCE_HEADER, PodIdentity, SIGNATURE_HEADER, SignedRequest, TARGET_HEADER, TIMESTAMP_HEADER,
-    hex, new_nonce,
-};
+use ed25519_dalek::SigningKey;
+use mapchaos_api::signing::{PodIdentity, hex};
 use mapchaos_sidecar::SidecarArgs;
 use mapchaos_sidecar::memory::resident_bytes;
 use serde_json::{Value, json};
@@ -118,43 +117,9 @@ impl Drop for Sidecar {
 }
 
 fn http_call(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let pod = PodIdentity::new("test", "sidecar", "");
-    let nonce = new_nonce();
-    let message = SignedRequest {
-        method,
-        path,
-        body: body.as_bytes(),
-        timestamp,
-        nonce: &nonce,
-        target: &pod,
-    }
-    .message();
-    let signature = SigningKey::from_bytes(&KEY).sign(&message);
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\
-         {TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {}\r\n\
-         {NONCE_HEADER}: {nonce}\r\n{TARGET_HEADER}: {}\r\n\r\n{body}",
-        body.len(),
-        hex(&signature.to_bytes()),
-        pod.target(),
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response);
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let headers = common::signed_now(&KEY, &pod, (method, path, body));
+    common::http_request(port, method, path, &headers, body)
 }
 
 fn rss() -> u64 {

@@ -4,17 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use ed25519_dalek::{Signer, SigningKey};
-use mapchaos_api::signing::{
-    NONCE_HEADER, PodIdentity, SIGNATURE_HEADER, SignedRequest, TARGET_HEADER, TARGET_UID_HEADER,
-    TIMESTAMP_HEADER, hex, new_nonce,
-};
+use ed25519_dalek::SigningKey;
+use mapchaos_api::signing::{NONCE_HEADER, PodIdentity, TARGET_HEADER, hex, new_nonce};
 use mapchaos_sidecar::control_api::{self, Verifier};
 use mapchaos_sidecar::engine::{Clock, MapEngine, SetExpiry, SetOptions, ShardedEngine, Ttl};
 use mapchaos_sidecar::metrics::SidecarMetrics;
@@ -55,32 +50,14 @@ impl Signing {
 
     /// The signature headers of `method path body`.
     fn headers(&self, method: &str, path: &str, body: &str) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let timestamp = (now + self.offset) as u64;
-        let message = SignedRequest {
-            method,
-            path,
-            body: body.as_bytes(),
+        let timestamp = (common::unix_now() as i64 + self.offset) as u64;
+        common::signature_headers(
+            &self.key,
+            &self.target,
+            (method, path, body),
             timestamp,
-            nonce: &self.nonce,
-            target: &self.target,
-        }
-        .message();
-        let signature = SigningKey::from_bytes(&self.key).sign(&message);
-        let mut headers = format!(
-            "{TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {}\r\n\
-             {NONCE_HEADER}: {}\r\n{TARGET_HEADER}: {}\r\n",
-            hex(&signature.to_bytes()),
-            self.nonce,
-            self.target.target(),
-        );
-        if !self.target.uid.is_empty() {
-            headers.push_str(&format!("{TARGET_UID_HEADER}: {}\r\n", self.target.uid));
-        }
-        headers
+            &self.nonce,
+        )
     }
 }
 
@@ -139,25 +116,10 @@ impl Api {
 
     /// Send a request with these extra header lines.
     fn send(&self, method: &str, path: &str, body: &str, headers: &str) -> (u16, Value) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let response = String::from_utf8_lossy(&response);
-        let status = response[9..12].parse().unwrap();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or("");
+        let (status, body) = common::http_request(self.port, method, path, headers, body);
         (
             status,
-            serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
         )
     }
 

@@ -6,16 +6,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use mapchaos_api::audit::DeletedKeyOutcome;
-use mapchaos_api::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, hex, signed_message};
+use mapchaos_api::signing::{PodIdentity, hex};
 use mapchaos_api::spec::{CheckSpec, KeySource, OpMix, StormSpec};
 use mapchaos_api::storm::MemorySnapshot;
 use mapchaos_sidecar::app_probe::AppProbe;
@@ -36,6 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 const KEY: [u8; 32] = [11; 32];
 const KEYS: usize = 60;
+
+/// The pod the sidecar under test is.
+fn this_pod() -> PodIdentity {
+    PodIdentity::new("shop", "cart-0", "")
+}
 
 fn original(i: usize) -> String {
     format!("original-{i}")
@@ -222,7 +225,7 @@ impl Api {
         let engine: Arc<dyn MapEngine> = Arc::new(ShardedEngine::new(8, Clock::System));
         let storms = Storms::new(engine.clone(), Arc::new(SidecarMetrics::new()));
         let public = hex(SigningKey::from_bytes(&KEY).verifying_key().as_bytes());
-        let verifier = Verifier::from_hex(Some(&public)).unwrap();
+        let verifier = Verifier::new(Some(&public), Some(this_pod())).unwrap();
         let (runtime, listener, port) = common::runtime_with_listener(1);
         runtime.spawn(async move {
             axum::serve(listener, control_api::router(storms, verifier))
@@ -238,42 +241,13 @@ impl Api {
 
     /// One request; signed with `sign` when given.
     fn call(&self, method: &str, path: &str, body: &str, sign: Option<[u8; 32]>) -> (u16, Value) {
-        let mut headers = String::new();
-        if let Some(key) = sign {
-            let timestamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            let signature = SigningKey::from_bytes(&key).sign(&signed_message(
-                method,
-                path,
-                body.as_bytes(),
-                timestamp,
-            ));
-            headers = format!(
-                "{TIMESTAMP_HEADER}: {timestamp}\r\n{SIGNATURE_HEADER}: {}\r\n",
-                hex(&signature.to_bytes())
-            );
-        }
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let response = String::from_utf8_lossy(&response);
-        let status = response[9..12].parse().unwrap();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or("");
+        let headers = sign
+            .map(|key| common::signed_now(&key, &this_pod(), (method, path, body)))
+            .unwrap_or_default();
+        let (status, body) = common::http_request(self.port, method, path, &headers, body);
         (
             status,
-            serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
         )
     }
 
