@@ -523,7 +523,7 @@ fn refused(api: &Api, change: impl FnOnce(&mut Value), field: &str, needle: &str
         "{field} not named: {message}"
     );
     assert!(message.contains(needle), "no {needle:?} in: {message}");
-    assert_eq!(api.call("GET", "/v1/storms/too-big", "", None).0, 404);
+    assert_eq!(api.get("/v1/storms/too-big").0, 404, "nothing started");
     assert_eq!(
         api.engine.len(),
         100,
