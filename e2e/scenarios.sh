@@ -782,10 +782,10 @@ eventually 60 "opgone: the old operator pod $OLD_OP is gone" bash -c "! kubectl 
 OP_POD=$(operator_pod)
 carried_on opgone operator "$O1"
 check "opgone: no storm active on any target now" bash -c "
-    for t in ${OSTORMS[*]// /@}; do curl -sf --max-time 5 http://\${t%@*}:9464/metrics | grep -qx 'mapchaos_storm_active 0' || exit 1; done"
+    for t in ${OSTORMS[*]// /@}; do curl -sf --max-time 5 http://\${t%%@*}:9464/metrics | grep -qx 'mapchaos_storm_active 0' || exit 1; done"
 local_check "opgone: each target's sidecar log started storms only with this run's id" bash -c "
     for t in ${OSTORMS[*]// /@}; do
-        id=\${t#*@}
+        id=\${t#*@} id=\${id%%@*}
         [[ \$(grep -h 'storm starting' '$DIR'/pods/${NS}_*/logs/mapchaos-sidecar.log | grep -c \"\$id\") == 1 ]] || exit 1
     done"
 fi
