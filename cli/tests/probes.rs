@@ -5,6 +5,8 @@
 //! (exit 8), a failed `stopOnFailure` probe stops the storm early (exit 7),
 //! and a probe failing on a map that held fails the run (exit 7).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,24 +20,11 @@ use axum::routing::get;
 use serde_json::Value;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mapchaos-probes-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("probes", name)
 }
 
 fn manifest(dir: &Path, spec: &str) -> PathBuf {
-    let path = dir.join("storm.yaml");
-    let mut text = String::from(
-        "apiVersion: mapchaos.io/v1alpha1\nkind: MapChaos\nmetadata: {name: probed}\nspec:\n",
-    );
-    for line in spec.lines() {
-        text.push_str("  ");
-        text.push_str(line);
-        text.push('\n');
-    }
-    std::fs::write(&path, text).unwrap();
-    path
+    common::manifest(dir, "probed", spec)
 }
 
 /// `mapchaos run FILE ARGS --quiet --output json`.

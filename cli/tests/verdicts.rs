@@ -5,6 +5,8 @@
 //! keep the verdict from PASS; an open-loop rate is spread over the storm
 //! and ends at its duration, seen in the history's timestamps.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -19,25 +21,12 @@ fn mapchaos(args: &[&str]) -> Output {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mapchaos-verdicts-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("verdicts", name)
 }
 
 /// A MapChaos manifest whose `spec:` is `spec` (indented by two spaces).
 fn manifest(dir: &Path, spec: &str) -> PathBuf {
-    let path = dir.join("storm.yaml");
-    let mut text = String::from(
-        "apiVersion: mapchaos.io/v1alpha1\nkind: MapChaos\nmetadata: {name: verdict}\nspec:\n",
-    );
-    for line in spec.lines() {
-        text.push_str("  ");
-        text.push_str(line);
-        text.push('\n');
-    }
-    std::fs::write(&path, text).unwrap();
-    path
+    common::manifest(dir, "verdict", spec)
 }
 
 /// `mapchaos run FILE ARGS --quiet --output json`: the exit status and the report.

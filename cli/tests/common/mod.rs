@@ -1,11 +1,13 @@
 //! Running the `mapchaos` binary as a service in a test: started on
 //! ephemeral ports, its bound addresses read from its JSON log, stopped with
-//! SIGTERM or killed on drop.
+//! SIGTERM or killed on drop; and the scratch directories and manifests the
+//! `mapchaos run` suites write.
 
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -267,4 +269,28 @@ pub fn send_signal(child: &Child, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success());
+}
+
+/// An empty scratch directory for test `name` of suite `suite`.
+pub fn scratch(suite: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mapchaos-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `dir/storm.yaml`: a MapChaos named `name` whose `spec:` is `spec`
+/// (indented by two spaces).
+pub fn manifest(dir: &Path, name: &str, spec: &str) -> PathBuf {
+    let path = dir.join("storm.yaml");
+    let mut text = format!(
+        "apiVersion: mapchaos.io/v1alpha1\nkind: MapChaos\nmetadata: {{name: {name}}}\nspec:\n"
+    );
+    for line in spec.lines() {
+        text.push_str("  ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap();
+    path
 }
