@@ -211,6 +211,10 @@ pub struct TargetStatus {
     /// The target's verdict, once its report is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// The first anomaly's kind, key and witness sentence (cut at
+    /// 512 bytes), so `kubectl describe` tells what broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_anomaly: Option<String>,
     /// What became of the existing keys the storm deleted (the sidecar's
     /// delete journal; the keys themselves at `GET /v1/storms/{id}/audit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1115,11 +1115,20 @@ impl Planner<'_> {
         } else {
             format!(" (failed probes: {failed_probes})")
         };
+        // A failed run names its first evidence, so the Event alone tells
+        // which key broke and how.
+        let evidence = targets
+            .iter()
+            .find_map(|t| t.first_anomaly.as_ref().map(|a| (t, a)))
+            .filter(|_| summary.verdict == Some(Verdict::Fail))
+            .map_or_else(String::new, |(t, a)| {
+                format!("; first anomaly, on pod {}/{}: {a}", t.namespace, t.pod)
+            });
         self.event(
             kind,
             reason::RUN_FINISHED,
             format!(
-                "run {run} {phase:?}: {} ops, {} exposures, {} keys with anomalies, verdict {}{probes}",
+                "run {run} {phase:?}: {} ops, {} exposures, {} keys with anomalies, verdict {}{probes}{evidence}",
                 summary.ops,
                 summary.total_exposures,
                 summary.total_anomalies,
@@ -1422,6 +1431,7 @@ fn apply_observation(
                         nonzero(check.exposures.iter().map(|(k, n)| (k.as_str(), *n)));
                     target.anomaly_kinds =
                         nonzero(check.anomalies.iter().map(|(k, n)| (k.as_str(), *n)));
+                    target.first_anomaly = check.witnesses.first().map(first_anomaly);
                 }
             }
         }
@@ -1473,6 +1483,27 @@ pub fn storm_settled(storm: &StormStatus) -> bool {
         StormPhase::Failed => storm.report.is_some() || !storm.message.is_empty(),
         _ => false,
     }
+}
+
+/// Most of a status field a first anomaly may take: keys can be long.
+const FIRST_ANOMALY_BYTES: usize = 512;
+
+/// A witness in one line: kind, key and sentence, cut on a character
+/// boundary at [`FIRST_ANOMALY_BYTES`].
+fn first_anomaly(witness: &mapchaos_api::Witness) -> String {
+    let mut line = format!(
+        "{} on key \"{}\": {}",
+        witness.kind, witness.key, witness.explanation
+    );
+    if line.len() > FIRST_ANOMALY_BYTES {
+        let mut cut = FIRST_ANOMALY_BYTES - '…'.len_utf8();
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
 }
 
 /// A storm's verdict as the status shows it. A storm an abort condition

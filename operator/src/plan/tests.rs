@@ -414,6 +414,69 @@ fn a_final_phase_without_its_report_is_not_final_yet() {
 }
 
 #[test]
+fn a_failed_run_names_its_first_anomaly_in_status_and_event() {
+    let pool = pods(3);
+    let (experiment, first) = started(2, &pool);
+    let [a, b]: [String; 2] = ids(&first).try_into().unwrap();
+    let mut broken = report(1, 900);
+    let long_key = "k\u{e9}".repeat(400);
+    broken.check.as_mut().unwrap().witnesses = vec![mapchaos_api::Witness {
+        kind: AnomalyKind::StaleRead,
+        key: long_key.clone(),
+        operations: Vec::new(),
+        longest_prefix: None,
+        explanation: "The GET returning c1#1 saw the key present.".into(),
+        timeline: None,
+    }];
+    let storms = BTreeMap::from([
+        (
+            a.clone(),
+            storm(&a, StormPhase::Completed, Some(report(0, 900))),
+        ),
+        (b.clone(), storm(&b, StormPhase::Completed, Some(broken))),
+    ]);
+    let plan = run(&experiment, &pool, &storms, later(70));
+    let target = |id: &str| {
+        plan.status
+            .targets
+            .iter()
+            .find(|t| t.storm_id == id)
+            .unwrap()
+    };
+    assert_eq!(target(&a).first_anomaly, None);
+    let line = target(&b).first_anomaly.clone().expect("the first anomaly");
+    assert!(line.starts_with("stale_read on key \"k\u{e9}k"), "{line}");
+    // A long key is cut on a character boundary, within the bound.
+    assert!(
+        line.len() <= FIRST_ANOMALY_BYTES && line.ends_with('…'),
+        "{}",
+        line.len()
+    );
+    let finished = plan
+        .events()
+        .find(|e| e.reason == reason::RUN_FINISHED)
+        .unwrap();
+    assert!(
+        finished.message.contains("first anomaly, on pod") && finished.message.contains(&line),
+        "{}",
+        finished.message
+    );
+
+    // A short witness is whole.
+    assert_eq!(
+        first_anomaly(&mapchaos_api::Witness {
+            kind: AnomalyKind::LostDelete,
+            key: "k".into(),
+            operations: Vec::new(),
+            longest_prefix: None,
+            explanation: "The DEL returned 1.".into(),
+            timeline: None,
+        }),
+        "lost_delete on key \"k\": The DEL returned 1."
+    );
+}
+
+#[test]
 fn a_finished_run_is_summarised_recorded_and_left_alone() {
     let pool = pods(3);
     let (experiment, first) = started(2, &pool);
