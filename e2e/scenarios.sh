@@ -56,7 +56,7 @@ source "$E2E_SRC/checks.sh"
 
 # The scenarios in the order they run, as NAME:NUMBER (the number in the "== N." headings).
 SCENARIOS=(dryrun:0 install:1 storm:2 broken:3 invalid:4 midstorm:5a killswitch:5b webhook:7 injstorm:8
-    podgone:9 upgrade:10 opgone:11 leader:11b pause:12 guardrails:13 audit:14 metrics:6 uninstall:5c)
+    podgone:9 upgrade:10 opgone:11 leader:11b pause:12 guardrails:13 audit:14 metrics:6 probes:15 uninstall:5c)
 declare -A SELECTED=()
 ONLY=${MAPCHAOS_E2E_ONLY:-}
 for entry in "${SCENARIOS[@]}"; do [[ -n "$ONLY" ]] || SELECTED[${entry%%:*}]=1; done
@@ -1187,6 +1187,156 @@ if [[ -n "$PROM" ]]; then
 else
     say "no Prometheus URL: metrics checks skipped"
 fi
+fi
+
+# =======================================================================================
+if section probes "== 15. steady-state probes: the map holds, the app does not; a failing before probe starts no storm"; then
+PROBES_START=$SECONDS
+# The demo application (mapchaos demo-app, a cart service keeping carts cart:0..199 in the
+# sidecar next to it), scraped by Prometheus on its own :9465/metrics.
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart, namespace: $NS}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: cart}}
+  template:
+    metadata:
+      labels: {app: cart}
+      annotations: {prometheus.io/scrape: "true", prometheus.io/port: "9465"}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: $IMAGE_REPO:$IMAGE_TAG
+        args: [demo-app, --map, "redis://127.0.0.1:6379", --metrics-addr, "0.0.0.0:9465", --carts, "200", --rate, "200", --log-format, text]
+        ports: [{name: app-metrics, containerPort: 9465}]
+        readinessProbe: {httpGet: {path: /readyz, port: app-metrics}, periodSeconds: 2}
+      - name: mapchaos-sidecar
+        image: $IMAGE_REPO:$IMAGE_TAG
+        args: [sidecar, --http-addr, "0.0.0.0:9464", --log-format, text]
+        env: [{name: MAPCHAOS_OPERATOR_PUBLIC_KEY, value: "$PUBKEY"}]
+        ports: [{name: mapchaos-http, containerPort: 9464}]
+        readinessProbe: {httpGet: {path: /readyz, port: mapchaos-http}, periodSeconds: 2}
+EOF
+eventually 120 "Deployment cart (demo app + sidecar) has 1 available replica" available "$NS" cart 1
+CART_IP=$(pods_of "$NS" cart | jq -r '.items[0].status.podIP')
+# probe_mc NAME DURATION PROBES: a MapChaos storming the cart pod's synthetic keyspace (the
+# map is correct: its verdict is Pass) with these probes (YAML, indented as spec items).
+probe_mc() {
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: mapchaos.io/v1alpha1
+kind: MapChaos
+metadata: {name: $1, namespace: $NS}
+spec:
+  selector: {labelSelectors: {app: cart}}
+  mode: all
+  duration: $2
+  storm:
+    workers: 4
+    mix: {del: 40, get: 30, set: 20, exists: 5, scan: 5}
+    keys: {source: synthetic, prefix: "e2e:$1:", count: 16, distribution: uniform}
+  check: {history: true, maxOps: 200000, timeoutPerKey: 5s}
+  probes:
+$3
+EOF
+}
+
+# An http probe on the app's health port that nothing serves: it fails before the storm.
+ops_before=$(storm_ops "$CART_IP")
+probe_mc probe-before 10s "    - name: cart-health
+      mode: before
+      http: {url: \"http://$CART_IP:9466/healthz\", timeout: 2s}"
+eventually 60 "probe-before: phase Failed with verdict Fail and no targets" mc_jq probe-before '
+    .status.phase == "Failed" and .status.summary.verdict == "Fail" and ((.status.targets // []) | length == 0)'
+check "probe-before: status.runs[0].probes[0] is cart-health, Failed, 0% of 1 attempt, naming the refused connection" \
+    mc_jq probe-before '.status.runs[0].probes[0] | .name == "cart-health" and .phase == "Failed"
+        and .attempts == 1 and .successPercent == 0 and (.message | test("before: GET http://.*:9466/healthz.*(refused|Connect)"))'
+check "probe-before: a ProbeFailed Warning Event names the probe and says no run started" bash -c "
+    k get events --field-selector involvedObject.name=probe-before,reason=ProbeFailed -o json |
+        jqe '[.items[] | select(.type == \"Warning\" and (.message | test(\"run 1 not started: probe cart-health failed before the storms\")))] | length >= 1'"
+check "probe-before: no RunStarted Event" bash -c "
+    k get events --field-selector involvedObject.name=probe-before,reason=RunStarted -o json | jqe '.items | length == 0'"
+sleep 5
+check "probe-before: the sidecar saw no storm (its storm-op counter stayed at $ops_before)" \
+    bash -c "[[ \$(storm_ops $CART_IP) == $ops_before ]]"
+check "probe-before: the sidecar's metrics show no storm ever active" bash -c "
+    curl -sf --max-time 5 http://$CART_IP:9464/metrics | grep -q '^mapchaos_storm_active 0'"
+
+# A prometheus probe on the demo app's surprise counter, against the e2e Prometheus. The
+# operator's pod reaches the node's address, not its loopback: forward it there.
+if [[ -n "$PROM" ]] && ((LOCAL)); then
+    NODE_IP=$(kubectl get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')
+    PROM_PORT=${PROM##*:}
+    PROM_FOR_PODS="http://$NODE_IP:$((PROM_PORT + 1))"
+    python3 - "$NODE_IP" "$((PROM_PORT + 1))" "$PROM_PORT" >"$DIR/logs/prometheus-forward.log" 2>&1 <<'PY' &
+import asyncio, sys
+host, port, upstream = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+async def handle(reader, writer):
+    up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+async def main():
+    server = await asyncio.start_server(handle, host, port)
+    await server.serve_forever()
+asyncio.run(main())
+PY
+    PROM_FORWARD_PID=$!
+    QUERY="sum(mapchaos_demo_surprises_total{namespace=\\\"$NS\\\",app=\\\"cart\\\"})"
+    eventually 60 "Prometheus (through $PROM_FOR_PODS) has the demo app's surprise counter, at 0" bash -c "
+        curl -sf --max-time 5 '$PROM_FOR_PODS/api/v1/query' --data-urlencode \"query=$QUERY\" |
+            jqe '.data.result[0].value[1] == \"0\"'"
+    # The app's own carts are the storm's keys this time: it loses carts, the map is right.
+    kubectl apply -f - >/dev/null <<EOF
+apiVersion: mapchaos.io/v1alpha1
+kind: MapChaos
+metadata: {name: probe-surprises, namespace: $NS}
+spec:
+  selector: {labelSelectors: {app: cart}}
+  mode: all
+  duration: 20s
+  storm:
+    workers: 4
+    mix: {del: 60, get: 30, exists: 10}
+    keys: {source: existing, pattern: "cart:*", count: 200}
+    restore: true
+  check: {history: true, maxOps: 200000, timeoutPerKey: 5s}
+  probes:
+    - name: no-surprises
+      mode: continuous
+      interval: 5s
+      prometheus:
+        url: "$PROM_FOR_PODS"
+        query: "$QUERY"
+        comparison: {op: "==", value: 0}
+EOF
+    eventually 120 "probe-surprises: the run finished" mc_jq probe-surprises '.status.finishedAt != null'
+    check "probe-surprises: the storm completed and the map held (the target's verdict Pass, no anomaly)" \
+        mc_jq probe-surprises '.status.targets[0].phase == "Completed" and .status.targets[0].verdict == "Pass" and .status.summary.totalAnomalies == 0'
+    check "probe-surprises: the run's verdict is Fail: the application did not hold" \
+        mc_jq probe-surprises '.status.summary.verdict == "Fail" and .status.runs[-1].verdict == "Fail"'
+    check "probe-surprises: no-surprises passed before the storm, then Failed with the sample it saw" \
+        mc_jq probe-surprises '.status.runs[-1].probes[0] | .phase == "Failed" and .successes >= 1 and .successPercent < 100
+            and (.message | test("during: .* = [1-9][0-9.e+]*, not == 0"))'
+    check "probe-surprises: a ProbeFailed Event names no-surprises; RunFinished lists it" bash -c "
+        k get events --field-selector involvedObject.name=probe-surprises -o json | jqe '
+            ([.items[] | select(.reason == \"ProbeFailed\" and (.message | test(\"probe no-surprises failed during the storms\")))] | length >= 1) and
+            ([.items[] | select(.reason == \"RunFinished\" and (.message | test(\"verdict Fail .failed probes: no-surprises\")))] | length == 1)'"
+    kill "$PROM_FORWARD_PID" 2>/dev/null
+    wait "$PROM_FORWARD_PID" 2>/dev/null
+else
+    say "no Prometheus URL (or not the local cluster): the prometheus probe scenario is skipped"
+fi
+k delete mc probe-before probe-surprises --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1
+k delete deploy cart --wait=true --timeout=60s >/dev/null 2>&1
+say "probes scenario took $((SECONDS - PROBES_START))s"
 fi
 
 # =======================================================================================
