@@ -1,5 +1,6 @@
 //! `mapchaos fetch`: a signed `GET` of a sidecar's storm API — a storm's
-//! status and report, or its history for `mapchaos check` — since the
+//! status and report, its HTML report page, its history for `mapchaos
+//! check`, or its delete journal — since the
 //! sidecar answers only requests signed by the operator's key for its pod.
 
 use std::io::Write;
@@ -15,7 +16,9 @@ use crate::exit::Exit;
 #[command(
     after_help = "Example (the target's fields are in the MapChaos status.targets):\n  \
     mapchaos fetch 10.1.2.3 /v1/storms/ID/history --pod shop/cart-0 --pod-uid UID \\\n    \
-    --signing-key-file signing-key.pem > history.json && mapchaos check history.json\n\n\
+    --signing-key-file signing-key.pem > history.json && mapchaos check history.json\n  \
+    mapchaos fetch 10.1.2.3 /v1/storms/ID/report --pod shop/cart-0 --pod-uid UID \\\n    \
+    --signing-key-file signing-key.pem > report.html\n\n\
     Exit status: 0 the sidecar answered 2xx (the body is on stdout), 2 bad input, \
     4 the sidecar refused or could not be reached."
 )]
@@ -23,8 +26,10 @@ pub struct FetchArgs {
     /// The sidecar's pod IP (its HTTP port is --port).
     pub ip: String,
 
-    /// What to read: /v1/storms/ID (status and report) or
-    /// /v1/storms/ID/history.
+    /// What to read: /v1/storms/ID (status and report, JSON),
+    /// /v1/storms/ID/report (the HTML report page; …/report/timelines/N
+    /// draws at most N timelines), /v1/storms/ID/history (for mapchaos
+    /// check) or /v1/storms/ID/audit (the delete journal).
     pub path: String,
 
     /// The pod the sidecar runs in, NAMESPACE/NAME: the request is signed
@@ -57,7 +62,7 @@ pub fn run(args: FetchArgs) -> Exit {
     };
     if !args.path.starts_with("/v1/storms/") || args.path.contains(['?', '#', ' ']) {
         return Exit::bad_input(format!(
-            "the path must be /v1/storms/ID or /v1/storms/ID/history (got {:?})",
+            "the path must be /v1/storms/ID, /v1/storms/ID/report, /v1/storms/ID/history or /v1/storms/ID/audit (got {:?})",
             args.path
         ));
     }

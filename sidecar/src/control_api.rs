@@ -1,7 +1,8 @@
 //! The storm control API on the sidecar's HTTP port: `PUT/GET/DELETE
 //! The storm control API on the sidecar's HTTP port: `PUT/GET/DELETE
-//! /v1/storms/{id}`, `GET /v1/storms/{id}/history` and the delete journal,
-//! `GET /v1/storms/{id}/audit`. Every call, reads included (a report's
+//! /v1/storms/{id}`, `GET /v1/storms/{id}/history`, the delete journal,
+//! `GET /v1/storms/{id}/audit`, and the HTML report, `GET
+//! /v1/storms/{id}/report` (`…/report/timelines/{n}`: at most n timelines). Every call, reads included (a report's
 //! witnesses, a history and a journal name the application's keys), must be
 //! signed by the operator's Ed25519 key for this pod (see `signature` and
 //! `mapchaos_api::signing`): one layer checks all the routes, so a route
@@ -40,6 +41,11 @@ pub fn router(storms: Arc<Storms>, verifier: Verifier) -> Router {
         )
         .route("/v1/storms/{id}/history", get(get_history))
         .route("/v1/storms/{id}/audit", get(get_audit))
+        .route("/v1/storms/{id}/report", get(get_report))
+        .route(
+            "/v1/storms/{id}/report/timelines/{max}",
+            get(get_trimmed_report),
+        )
         .route_layer(middleware::from_fn_with_state(
             Arc::new(verifier),
             require_signature,
@@ -157,6 +163,10 @@ fn missing(id: &str, why: Missing) -> Response {
             StatusCode::NOT_FOUND,
             format!("storm {id} keeps no delete journal: it did not storm existing keys"),
         ),
+        Missing::NoReport(message) => error(
+            StatusCode::NOT_FOUND,
+            format!("storm {id} failed before it ran and has no report: {message}"),
+        ),
         Missing::DroppedForMemory { max_bytes } => error(
             StatusCode::GONE,
             format!(
@@ -201,5 +211,46 @@ async fn get_audit(State(state): State<Arc<ControlState>>, Path(id): Path<String
     match state.storms.audit(&id) {
         Ok(audit) => axum::Json(audit).into_response(),
         Err(why) => missing(&id, why),
+    }
+}
+
+/// `GET /v1/storms/{id}/report`: the storm's HTML report, the page
+/// `mapchaos run --report` writes. It names the application's keys; the
+/// signature layer covers it.
+async fn get_report(State(state): State<Arc<ControlState>>, Path(id): Path<String>) -> Response {
+    report(&state, id, None).await
+}
+
+/// `GET /v1/storms/{id}/report/timelines/{max}`: the report with at most
+/// `max` timelines, for a reader with a size limit (the operator's Secrets).
+async fn get_trimmed_report(
+    State(state): State<Arc<ControlState>>,
+    Path((id, max)): Path<(String, String)>,
+) -> Response {
+    match max.parse::<usize>() {
+        Ok(max) => report(&state, id, Some(max)).await,
+        Err(_) => error(
+            StatusCode::BAD_REQUEST,
+            format!("timelines: {max:?} is not a count of timelines (0 or more)"),
+        ),
+    }
+}
+
+async fn report(state: &ControlState, id: String, max_timelines: Option<usize>) -> Response {
+    if let Some(response) = invalid_id(&id) {
+        return response;
+    }
+    let (storm_report, request) = match state.storms.finished_report(&id) {
+        Ok(found) => found,
+        Err(why) => return missing(&id, why),
+    };
+    // Rendering walks every witness's timeline: off the async workers.
+    let page = tokio::task::spawn_blocking(move || {
+        crate::report_page::render(&id, &storm_report, &request, max_timelines)
+    })
+    .await;
+    match page {
+        Ok(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, join.to_string()),
     }
 }

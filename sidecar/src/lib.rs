@@ -16,6 +16,7 @@ pub mod http_listener;
 pub mod memory;
 pub mod memory_limit;
 pub mod metrics;
+pub mod report_page;
 pub mod resp;
 pub mod server;
 pub mod service;

@@ -285,6 +285,8 @@ pub enum Missing {
     NoJournal,
     /// Dropped to keep finished storms within the byte budget.
     DroppedForMemory { max_bytes: u64 },
+    /// The storm failed before it ran, so it has no report: why.
+    NoReport(String),
 }
 
 impl Storms {
@@ -496,6 +498,20 @@ impl Storms {
                 max_bytes: self.finished_max_bytes,
             }),
             Some(_) => Err(Missing::NotRecorded),
+        }
+    }
+
+    /// `GET /v1/storms/{id}/report`: a finished storm's report and the
+    /// request it ran, for its page (see [`crate::report_page`]).
+    pub fn finished_report(&self, id: &str) -> Result<(StormReport, StormRequest), Missing> {
+        let Some(storm) = self.find(id) else {
+            return Err(self.missing(id));
+        };
+        let outcome = storm.outcome.lock();
+        match outcome.as_ref() {
+            None => Err(Missing::Running),
+            Some(Ok((report, _, _))) => Ok((report.clone(), storm.request.clone())),
+            Some(Err(message)) => Err(Missing::NoReport(message.clone())),
         }
     }
 

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use mapchaos_api::signing::{NONCE_HEADER, PodIdentity, TARGET_HEADER, hex, new_nonce};
 use mapchaos_sidecar::control_api::{self, Verifier};
-use mapchaos_sidecar::engine::{Clock, MapEngine, SetExpiry, SetOptions, ShardedEngine, Ttl};
+use mapchaos_sidecar::engine::{
+    Clock, LaggingEngine, MapEngine, SetExpiry, SetOptions, ShardedEngine, Ttl,
+};
 use mapchaos_sidecar::metrics::SidecarMetrics;
 use mapchaos_sidecar::storms::{StormBudget, Storms};
 use serde_json::{Value, json};
@@ -76,7 +78,18 @@ impl Api {
     }
 
     fn start_full(identity: Option<PodIdentity>, budget: StormBudget) -> Api {
-        let engine: Arc<dyn MapEngine> = Arc::new(ShardedEngine::new(8, Clock::System));
+        Api::start_engine(
+            Arc::new(ShardedEngine::new(8, Clock::System)),
+            identity,
+            budget,
+        )
+    }
+
+    fn start_engine(
+        engine: Arc<dyn MapEngine>,
+        identity: Option<PodIdentity>,
+        budget: StormBudget,
+    ) -> Api {
         let storms = Storms::with_budget(engine.clone(), Arc::new(SidecarMetrics::new()), budget);
         let public = hex(SigningKey::from_bytes(&KEY).verifying_key().as_bytes());
         let verifier = Verifier::new(Some(&public), identity).unwrap();
@@ -232,7 +245,12 @@ fn reads_of_status_history_and_report_need_the_signature_too() {
     assert_eq!(api.put("read-me", &request("300ms", "30s")).0, 201);
     let done = api.wait_final("read-me");
     assert!(done["report"].is_object(), "{done}");
-    for path in ["/v1/storms/read-me", "/v1/storms/read-me/history"] {
+    for path in [
+        "/v1/storms/read-me",
+        "/v1/storms/read-me/history",
+        "/v1/storms/read-me/report",
+        "/v1/storms/read-me/report/timelines/0",
+    ] {
         let unsigned = api.call("GET", path, "", None);
         assert_eq!(unsigned.0, 401, "unsigned GET {path}: {:?}", unsigned.1);
         assert!(
@@ -252,6 +270,72 @@ fn reads_of_status_history_and_report_need_the_signature_too() {
     // Unknown storms and ids are not told apart from known ones unsigned.
     assert_eq!(api.call("GET", "/v1/storms/nope", "", None).0, 401);
     assert_eq!(api.call("GET", "/v1/storms/nope/history", "", None).0, 401);
+    assert_eq!(api.call("GET", "/v1/storms/nope/report", "", None).0, 401);
+}
+
+/// How often `needle` occurs in `page`.
+fn occurrences(page: &Value, needle: &str) -> usize {
+    page.as_str().unwrap_or_default().matches(needle).count()
+}
+
+#[test]
+fn a_lagging_storm_serves_its_fail_report_page_signed_and_trimmed_on_request() {
+    let engine = LaggingEngine::new(
+        Arc::new(ShardedEngine::new(8, Clock::System)),
+        Duration::from_millis(3),
+    );
+    let api = Api::start_engine(engine, Some(this_pod()), StormBudget::default());
+    let storm = json!({
+        "storm": {"workers": 16, "keys": {"count": 8, "prefix": "lag:"}, "mix": {"del": 40, "get": 40, "set": 20}},
+        "duration": "1s",
+        "seed": 7,
+        "lease": "30s",
+    });
+    assert_eq!(api.put("lag-1", &storm).0, 201);
+    // A running storm has no report yet.
+    let (status, running) = api.get("/v1/storms/lag-1/report");
+    assert_eq!(status, 409, "{running}");
+    let done = api.wait_final("lag-1");
+    assert_eq!(done["report"]["verdict"], "Fail", "{done}");
+
+    let unsigned = api.call("GET", "/v1/storms/lag-1/report", "", None);
+    assert_eq!(unsigned.0, 401);
+    assert!(!unsigned.1.to_string().contains("lag:"), "{:?}", unsigned.1);
+
+    let (status, page) = api.get("/v1/storms/lag-1/report");
+    assert_eq!(status, 200, "{page}");
+    assert!(occurrences(&page, r#"<span class="word">FAIL</span>"#) == 1);
+    assert!(
+        occurrences(&page, "storm lag-1") > 0,
+        "titled with the storm"
+    );
+    let witnesses = done["report"]["check"]["witnesses"].as_array().unwrap();
+    let drawn = witnesses.len().min(mapchaos_storm::html::MAX_TIMELINES);
+    assert!(drawn > 0);
+    assert_eq!(
+        occurrences(&page, r#"<section class="card witness""#),
+        drawn
+    );
+    assert_eq!(occurrences(&page, r#"<g class="op role-culprit"#), drawn);
+    assert_eq!(occurrences(&page, r#"id="trimmed""#), 0);
+    // The request it ran is on the page.
+    assert!(occurrences(&page, "&quot;seed&quot;: 7") == 1, "{page}");
+
+    let (status, trimmed) = api.get("/v1/storms/lag-1/report/timelines/0");
+    assert_eq!(status, 200);
+    assert_eq!(occurrences(&trimmed, r#"<section class="card witness""#), 0);
+    assert_eq!(occurrences(&trimmed, r#"id="trimmed""#), 1);
+    assert!(
+        occurrences(&trimmed, &format!("it draws 0 of its {drawn} timelines")) == 1,
+        "{trimmed}"
+    );
+    let (status, bad) = api.get("/v1/storms/lag-1/report/timelines/many");
+    assert_eq!(status, 400);
+    assert!(
+        error_of(&(status, bad.clone())).contains("timelines"),
+        "{bad}"
+    );
+    assert_eq!(api.get("/v1/storms/nope/report").0, 404);
 }
 
 #[test]

@@ -31,6 +31,18 @@ pub struct Page<'a> {
     pub spec: Option<String>,
     /// Facts shown under the title (name, value), e.g. the history file.
     pub facts: Vec<(String, String)>,
+    /// Fewer timelines than [`MAX_TIMELINES`], and why (a page that must
+    /// fit a size limit): the page says how many it left out.
+    pub trim: Option<Trim>,
+}
+
+/// A page cut to fewer timelines than it would show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trim {
+    /// The most timelines drawn.
+    pub max_timelines: usize,
+    /// Why, as the page says it: "to fit a Kubernetes Secret".
+    pub why: String,
 }
 
 impl<'a> Page<'a> {
@@ -42,6 +54,7 @@ impl<'a> Page<'a> {
             check: report.check.as_ref(),
             spec: None,
             facts: Vec::new(),
+            trim: None,
         }
     }
 
@@ -53,6 +66,7 @@ impl<'a> Page<'a> {
             check: Some(check),
             spec: None,
             facts: Vec::new(),
+            trim: None,
         }
     }
 }
@@ -95,14 +109,14 @@ pub fn render(page: &Page<'_>) -> String {
     );
     facts(&mut out, page);
     if let Some(check) = page.check {
-        broke(&mut out, check);
+        broke(&mut out, check, timeline_cap(page.trim.as_ref()));
     }
     if let Some(storm) = page.storm {
         charts(&mut out, storm);
     }
     tables(&mut out, page);
     if let Some(check) = page.check {
-        timelines(&mut out, check);
+        timelines(&mut out, check, page.trim.as_ref());
     }
     if let Some(spec) = &page.spec {
         let _ = write!(out, r#"<h2>Spec</h2><pre class="spec">{}</pre>"#, esc(spec));
@@ -174,15 +188,21 @@ fn stop_text(reason: &StopReason) -> String {
 }
 
 /// Which keys broke, one line each, linking to their timelines.
-fn broke(out: &mut String, check: &CheckReport) {
+fn broke(out: &mut String, check: &CheckReport, drawn: usize) {
     if check.witnesses.is_empty() {
         return;
     }
     out.push_str(r#"<h2>Which keys broke</h2><ul class="broke">"#);
     for (i, witness) in check.witnesses.iter().take(MAX_TIMELINES).enumerate() {
+        // A trimmed page has no timeline to link to past the ones it draws.
+        let (open, close) = if i < drawn {
+            (format!(r##"<a href="#w{i}">"##), "</a>")
+        } else {
+            (String::new(), "")
+        };
         let _ = write!(
             out,
-            r##"<li><a href="#w{i}"><b>{}</b> on key <code>{}</code></a> — {}</li>"##,
+            r#"<li>{open}<b>{}</b> on key <code>{}</code>{close} — {}</li>"#,
             witness.kind,
             esc(&witness.key),
             esc(&witness.explanation)
@@ -443,12 +463,30 @@ fn tables(out: &mut String, page: &Page<'_>) {
     out.push_str("</div>");
 }
 
-fn timelines(out: &mut String, check: &CheckReport) {
+/// How many timelines a page draws.
+fn timeline_cap(trim: Option<&Trim>) -> usize {
+    trim.map_or(MAX_TIMELINES, |t| t.max_timelines.min(MAX_TIMELINES))
+}
+
+fn timelines(out: &mut String, check: &CheckReport, trim: Option<&Trim>) {
     if check.witnesses.is_empty() {
         return;
     }
+    let cap = timeline_cap(trim);
+    let would_draw = check.witnesses.len().min(MAX_TIMELINES);
+    if let Some(trim) = trim
+        && cap < would_draw
+    {
+        let _ = write!(
+            out,
+            r#"<p class="warn" id="trimmed">This report was trimmed {}: it draws {} of its {} timelines. The witness sentences above name every key; <code>mapchaos fetch</code> reads the whole report from the sidecar while it keeps the storm.</p>"#,
+            esc(&trim.why),
+            cap,
+            would_draw
+        );
+    }
     out.push_str(r#"<h2>Timelines of the anomalous keys</h2><p class="note">One lane per client; each bar runs from the operation's call to its return. <b style="color:#d32f2f">Red</b>: the operation that cannot be explained; <b style="color:#1e6fd0">blue</b>: the witness's other operations; grey: the key's other operations nearby; hatched: no reply (it may or may not have taken effect); a <b style="color:#1f8a4c">green underline</b>: placed in the longest legal prefix; purple: a SCAN's span. Bars are in event order — each step is the next call or return, so gaps are not to scale; the axis gives real times since the storm started. Hover a bar for its exact times and the values before and after; wheel or the buttons zoom, drag pans, double-click frames the witness again; the first view frames the witness's operations, <i>all</i> shows the context around them.</p>"#);
-    for (i, witness) in check.witnesses.iter().take(MAX_TIMELINES).enumerate() {
+    for (i, witness) in check.witnesses.iter().take(cap).enumerate() {
         let timeline = timeline::of(witness);
         let _ = write!(
             out,

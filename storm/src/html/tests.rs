@@ -210,3 +210,36 @@ fn a_scan_anomaly_draws_the_scan_window_and_the_keys_presence() {
     assert_eq!(count(&html, r#"<rect class="scan-window""#), 1);
     assert!(count(&html, r#"<g class="span present""#) >= 1);
 }
+
+#[test]
+fn a_trimmed_page_draws_fewer_timelines_and_says_why() {
+    let history = stale_history();
+    let report = check(&history, &options());
+    assert_eq!(report.witnesses.len(), 1);
+
+    let mut page = Page::check("stale.json", &report);
+    page.trim = Some(super::Trim {
+        max_timelines: 0,
+        why: "to fit a Kubernetes Secret".into(),
+    });
+    let html = render(&page);
+    assert!(html.contains(r#"id="trimmed""#));
+    assert!(html.contains("trimmed to fit a Kubernetes Secret: it draws 0 of its 1 timelines"));
+    assert_eq!(count(&html, r#"<g class="op "#), 0);
+    assert!(
+        !html.contains(r##"href="#w0""##),
+        "no link to a timeline not drawn"
+    );
+    // The witness sentence still names the key.
+    assert!(html.contains(&super::svg::esc(&report.witnesses[0].explanation)));
+
+    // A cap the page does not reach trims nothing and says nothing.
+    page.trim = Some(super::Trim {
+        max_timelines: 1,
+        why: "to fit a Kubernetes Secret".into(),
+    });
+    let html = render(&page);
+    assert!(!html.contains(r#"id="trimmed""#));
+    assert!(html.contains(r##"href="#w0""##));
+    assert!(count(&html, r#"<g class="op "#) > 0);
+}
