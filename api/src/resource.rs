@@ -215,6 +215,10 @@ pub struct TargetStatus {
     /// 512 bytes), so `kubectl describe` tells what broke.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_anomaly: Option<String>,
+    /// Why the target earned its verdict, in the report's words (cut at
+    /// 512 bytes): what an `Inconclusive` failed to prove, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict_reason: Option<String>,
     /// What became of the existing keys the storm deleted (the sidecar's
     /// delete journal; the keys themselves at `GET /v1/storms/{id}/audit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1124,11 +1124,20 @@ impl Planner<'_> {
             .map_or_else(String::new, |(t, a)| {
                 format!("; first anomaly, on pod {}/{}: {a}", t.namespace, t.pod)
             });
+        // A run that proved nothing says why, in the first such target's words.
+        let unproven = targets
+            .iter()
+            .find(|t| t.verdict == Some(Verdict::Inconclusive))
+            .and_then(|t| t.verdict_reason.as_ref().map(|why| (t, why)))
+            .filter(|_| summary.verdict == Some(Verdict::Inconclusive))
+            .map_or_else(String::new, |(t, why)| {
+                format!("; inconclusive on pod {}/{}: {why}", t.namespace, t.pod)
+            });
         self.event(
             kind,
             reason::RUN_FINISHED,
             format!(
-                "run {run} {phase:?}: {} ops, {} exposures, {} keys with anomalies, verdict {}{probes}{evidence}",
+                "run {run} {phase:?}: {} ops, {} exposures, {} keys with anomalies, verdict {}{probes}{evidence}{unproven}",
                 summary.ops,
                 summary.total_exposures,
                 summary.total_anomalies,
@@ -1417,6 +1426,8 @@ fn apply_observation(
                 target.ops = report.ops;
                 target.errors = report.errors;
                 target.verdict = Some(storm_verdict(report));
+                target.verdict_reason = (!report.verdict_reason.is_empty())
+                    .then(|| one_line(&report.verdict_reason, STATUS_LINE_BYTES));
                 target.latency = Some(LatencyMicros {
                     p50: report.latency.p50_micros,
                     p99: report.latency.p99_micros,
@@ -1485,18 +1496,31 @@ pub fn storm_settled(storm: &StormStatus) -> bool {
     }
 }
 
-/// Most of a status field a first anomaly may take: keys can be long.
-const FIRST_ANOMALY_BYTES: usize = 512;
+/// Most of a status field a sentence of the report may take (a first
+/// anomaly, a verdict's reason): keys can be long.
+const STATUS_LINE_BYTES: usize = 512;
 
 /// A witness in one line: kind, key and sentence, cut on a character
-/// boundary at [`FIRST_ANOMALY_BYTES`].
+/// boundary at [`STATUS_LINE_BYTES`].
 fn first_anomaly(witness: &mapchaos_api::Witness) -> String {
-    let mut line = format!(
-        "{} on key \"{}\": {}",
-        witness.kind, witness.key, witness.explanation
-    );
-    if line.len() > FIRST_ANOMALY_BYTES {
-        let mut cut = FIRST_ANOMALY_BYTES - '…'.len_utf8();
+    one_line(
+        &format!(
+            "{} on key \"{}\": {}",
+            witness.kind, witness.key, witness.explanation
+        ),
+        STATUS_LINE_BYTES,
+    )
+}
+
+/// `text` on one line, cut on a character boundary to at most `bytes`
+/// (with an ellipsis when cut).
+fn one_line(text: &str, bytes: usize) -> String {
+    let mut line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.len() > bytes {
+        let mut cut = bytes - '…'.len_utf8();
         while !line.is_char_boundary(cut) {
             cut -= 1;
         }

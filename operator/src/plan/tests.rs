@@ -173,7 +173,7 @@ fn report(anomalies: u64, p99_micros: u64) -> StormReport {
         deletes: None,
         keys_excluded: 0,
         verdict,
-        verdict_reason: String::new(),
+        verdict_reason: "the storm raced, and every key's history is linearizable.".into(),
     }
 }
 
@@ -448,7 +448,7 @@ fn a_failed_run_names_its_first_anomaly_in_status_and_event() {
     assert!(line.starts_with("stale_read on key \"k\u{e9}k"), "{line}");
     // A long key is cut on a character boundary, within the bound.
     assert!(
-        line.len() <= FIRST_ANOMALY_BYTES && line.ends_with('…'),
+        line.len() <= STATUS_LINE_BYTES && line.ends_with('…'),
         "{}",
         line.len()
     );
@@ -474,6 +474,87 @@ fn a_failed_run_names_its_first_anomaly_in_status_and_event() {
         }),
         "lost_delete on key \"k\": The DEL returned 1."
     );
+}
+
+#[test]
+fn an_inconclusive_run_says_why_in_status_and_event() {
+    let pool = pods(3);
+    let (experiment, first) = started(2, &pool);
+    let [a, b]: [String; 2] = ids(&first).try_into().unwrap();
+    let passed = report(0, 900);
+    let mut unproven = report(0, 900);
+    unproven.verdict = Verdict::Inconclusive;
+    unproven.verdict_reason =
+        "no key was checked, so nothing was proven.\nexcluded 16 keys the application wrote".into();
+    let storms = BTreeMap::from([
+        (a.clone(), storm(&a, StormPhase::Completed, Some(passed))),
+        (b.clone(), storm(&b, StormPhase::Completed, Some(unproven))),
+    ]);
+    let plan = run(&experiment, &pool, &storms, later(70));
+    let target = |id: &str| {
+        plan.status
+            .targets
+            .iter()
+            .find(|t| t.storm_id == id)
+            .unwrap()
+    };
+    assert_eq!(target(&b).verdict, Some(Verdict::Inconclusive));
+    let why = target(&b).verdict_reason.clone().expect("the reason");
+    // One line: a status field and an Event message stay readable.
+    assert_eq!(
+        why,
+        "no key was checked, so nothing was proven. excluded 16 keys the application wrote"
+    );
+    assert_eq!(
+        plan.status.summary.as_ref().unwrap().verdict,
+        Some(Verdict::Inconclusive)
+    );
+    let finished = plan
+        .events()
+        .find(|e| e.reason == reason::RUN_FINISHED)
+        .unwrap();
+    let pod = &target(&b).pod;
+    assert!(
+        finished.message.contains(&format!(
+            "inconclusive on pod {}/{pod}: {why}",
+            target(&b).namespace
+        )),
+        "{}",
+        finished.message
+    );
+    // A pass's reason is kept too, but the Event of a passing run adds none.
+    assert!(target(&a).verdict_reason.is_some());
+    let storms = BTreeMap::from([
+        (
+            a.clone(),
+            storm(&a, StormPhase::Completed, Some(report(0, 900))),
+        ),
+        (
+            b.clone(),
+            storm(&b, StormPhase::Completed, Some(report(0, 900))),
+        ),
+    ]);
+    let plan = run(&experiment, &pool, &storms, later(70));
+    let finished = plan
+        .events()
+        .find(|e| e.reason == reason::RUN_FINISHED)
+        .unwrap();
+    assert!(
+        !finished.message.contains("inconclusive"),
+        "{}",
+        finished.message
+    );
+}
+
+#[test]
+fn a_long_reason_is_cut_on_a_character_boundary() {
+    let line = one_line(&"\u{e9}".repeat(600), STATUS_LINE_BYTES);
+    assert!(
+        line.len() <= STATUS_LINE_BYTES && line.ends_with('…'),
+        "{}",
+        line.len()
+    );
+    assert_eq!(one_line("short", STATUS_LINE_BYTES), "short");
 }
 
 #[test]
