@@ -18,8 +18,21 @@ pub struct Judging {
     pub open_world: bool,
 }
 
-/// The verdict `report` earns and why.
+/// The verdict `report` earns and why. A storm that proved nothing while
+/// keys were left out of its check says so: they are often the reason.
 pub fn judge(report: &StormReport, judging: &Judging) -> (Verdict, String) {
+    let (verdict, mut reason) = judged(report, judging);
+    if verdict == Verdict::Inconclusive && report.keys_excluded > 0 {
+        reason.push_str(&format!(
+            " {} stormed keys were left out of the check: the application changed them in \
+             ways the history does not hold (check.includeClients records its writes).",
+            report.keys_excluded
+        ));
+    }
+    (verdict, reason)
+}
+
+fn judged(report: &StormReport, judging: &Judging) -> (Verdict, String) {
     let check = report.check.as_ref();
     let anomalous = check.map_or(0, CheckReport::total_anomalies);
     if anomalous > 0 && !judging.open_world {

@@ -228,3 +228,25 @@ fn open_world_anomalies_are_inconclusive_and_apply_sets_the_reason() {
     apply(&mut clean, &open);
     assert_eq!(clean.verdict, Verdict::Pass);
 }
+
+#[test]
+fn keys_left_out_of_the_check_are_named_when_nothing_was_proven() {
+    let mut no_keys = passing_check();
+    no_keys.keys = KeyVerdictCounts::default();
+    let mut storm = report(1000, 0, StopReason::DurationElapsed, Some(no_keys));
+    storm.keys_excluded = 16;
+    let (verdict, reason) = judge(&storm, &closed());
+    assert_eq!(verdict, Verdict::Inconclusive);
+    assert!(
+        reason.starts_with("no key was checked")
+            && reason.contains("16 stormed keys were left out of the check")
+            && reason.contains("check.includeClients"),
+        "{reason}"
+    );
+    // A pass with a few keys left out stays a pass, its reason unchanged.
+    let mut passed = report(1000, 0, StopReason::DurationElapsed, Some(passing_check()));
+    passed.keys_excluded = 3;
+    let (verdict, reason) = judge(&passed, &closed());
+    assert_eq!(verdict, Verdict::Pass);
+    assert!(!reason.contains("left out"), "{reason}");
+}
