@@ -2,6 +2,7 @@
 //! storm runner, the history checker, the CRD generator and the operator.
 
 mod check;
+mod cluster_notes;
 mod demo_app;
 mod exit;
 mod fetch;

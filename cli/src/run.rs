@@ -19,6 +19,7 @@ use mapchaos_sidecar::engine::{Clock, LaggingEngine, MapEngine, ShardedEngine};
 use mapchaos_sidecar::metrics::SidecarMetrics;
 use mapchaos_sidecar::storm_target::{EngineTarget, WithMetrics};
 use mapchaos_storm::client::RespTarget;
+use mapchaos_storm::cluster::ClusterTarget;
 use mapchaos_storm::restore::RestoreOutcome;
 use mapchaos_storm::runner::{self, StormControl, StormPlan, StormTarget};
 use mapchaos_storm::verdict::Judging;
@@ -72,7 +73,19 @@ Restore over the network: with --target, keys.source: existing and \
 restore: true, the storm watches the application's writes with MONITOR so \
 that every key the application wrote keeps its last write; a server that \
 refuses MONITOR stops the run before anything is touched (exit 4) unless \
---restore-unwatched (keys put back are then reported restored_unwatched).")]
+--restore-unwatched (keys put back are then reported restored_unwatched).
+
+Redis Cluster: a --target URL naming any node of a Redis Cluster (seen in \
+INFO cluster) is a seed: the slot map is read from it (CLUSTER SHARDS, else \
+CLUSTER SLOTS), every primary is connected with the seed URL's scheme and \
+credentials (a primary that does not answer: exit 4, naming it and its \
+slots), each key goes to its slot's primary (pipelined per node), MOVED \
+replies are followed and the map read again, ASK replies are followed with \
+ASKING once. A storm SCAN is one SCAN per primary; one during which slots \
+moved is recorded with no outcome. The restore and the MONITOR write watch \
+run on every primary, a compare-and-set per slot. The report (JSON: \
+`cluster`) gives per node its slots, keys, ops, errors, MOVED/ASK replies, \
+SCAN pages and race exposures.")]
 pub struct RunArgs {
     /// A YAML file with a MapChaos (other kinds in it are skipped).
     pub file: PathBuf,
@@ -83,7 +96,9 @@ pub struct RunArgs {
 
     /// Storm a Redis-protocol server (`redis://host:port`) instead of an
     /// embedded engine. Synthetic storms write only keys under
-    /// `spec.storm.keys.prefix`.
+    /// `spec.storm.keys.prefix`. A Redis Cluster node as the URL (a seed) is
+    /// detected: the storm then routes each key to its slot's primary,
+    /// follows MOVED and ASK, scans every primary, and reports per node.
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
 
@@ -243,19 +258,43 @@ pub fn run(args: RunArgs) -> Exit {
     let metrics = Arc::new(SidecarMetrics::new());
     let restores = spec.storm.restore && spec.storm.keys.source == KeySource::Existing;
     let (engine, target): (Option<Arc<dyn MapEngine>>, Box<dyn StormTarget>) = match &args.target {
-        Some(url) => match RespTarget::new(url, args.request_timeout.0) {
-            Ok(mut resp) => {
-                if restores && let Err(exit) = watch_app_writes(&mut resp, url, &args) {
+        Some(url) => match ClusterTarget::detect(url, args.request_timeout.0) {
+            Ok(Some(mut cluster)) => {
+                if restores
+                    && let Err(exit) = watch_app_writes(|| cluster.watch_app_writes(), url, &args)
+                {
                     return exit;
+                }
+                if !args.quiet {
+                    crate::cluster_notes::print(&cluster, &spec.storm.keys);
                 }
                 (
                     None,
                     Box::new(WithMetrics {
-                        inner: resp,
+                        inner: cluster,
                         metrics: metrics.clone(),
                     }),
                 )
             }
+            Ok(None) => match RespTarget::new(url, args.request_timeout.0) {
+                Ok(mut resp) => {
+                    if restores
+                        && let Err(exit) = watch_app_writes(|| resp.watch_app_writes(), url, &args)
+                    {
+                        return exit;
+                    }
+                    (
+                        None,
+                        Box::new(WithMetrics {
+                            inner: resp,
+                            metrics: metrics.clone(),
+                        }),
+                    )
+                }
+                Err(error) => {
+                    return Exit::cannot_run(format!("cannot reach --target {url}: {error}"));
+                }
+            },
             Err(error) => {
                 return Exit::cannot_run(format!("cannot reach --target {url}: {error}"));
             }
@@ -393,6 +432,17 @@ pub fn run(args: RunArgs) -> Exit {
         page.facts
             .push(("manifest".into(), args.file.display().to_string()));
         page.spec = serde_json::to_string_pretty(&spec).ok();
+        if let Some(cluster) = &outcome.cluster {
+            for node in &cluster.nodes {
+                page.facts.push((
+                    format!("cluster node {}", node.node),
+                    format!(
+                        "{} slots, {} keys, {} ops, {} errors, {} MOVED, {} ASK",
+                        node.slots, node.keys, node.ops, node.errors, node.moved, node.ask
+                    ),
+                ));
+            }
+        }
         if let Err(error) = crate::html_report::write(path, &page) {
             return Exit::cannot_run(format!("{error:#}"));
         }
@@ -402,7 +452,17 @@ pub fn run(args: RunArgs) -> Exit {
     }
     match args.output {
         OutputFormat::Text => {
-            let text = mapchaos_storm::report::render(&outcome.report);
+            let mut text = mapchaos_storm::report::render(&outcome.report);
+            if let Some(cluster) = &outcome.cluster {
+                // Before the verdict line, which stays last.
+                let body = text.trim_end_matches('\n');
+                let (body, verdict) = body.rsplit_once('\n').unwrap_or(("", body));
+                text = format!(
+                    "{}\n\n{}\n{verdict}\n",
+                    body.trim_end(),
+                    mapchaos_storm::cluster::report::render(cluster).trim_end()
+                );
+            }
             match &probe_statuses {
                 // The probes go before the verdict line, which stays last.
                 Some(statuses) => {
@@ -424,6 +484,9 @@ pub fn run(args: RunArgs) -> Exit {
             if let Some(statuses) = &probe_statuses {
                 json["mapVerdict"] = serde_json::json!(map_verdict);
                 json["probes"] = serde_json::json!(statuses);
+            }
+            if let Some(cluster) = &outcome.cluster {
+                json["cluster"] = serde_json::json!(cluster);
             }
             match serde_json::to_string_pretty(&json) {
                 Ok(json) => println!("{json}"),
@@ -499,8 +562,12 @@ fn save_history(path: &PathBuf, history: &mapchaos_storm::History) -> anyhow::Re
 /// A restore over the network sees the application's writes through
 /// `MONITOR`; without it, it could revert them. Refused before anything is
 /// touched unless `--restore-unwatched` accepts that.
-fn watch_app_writes(resp: &mut RespTarget, url: &str, args: &RunArgs) -> Result<(), Exit> {
-    let Err(error) = resp.watch_app_writes() else {
+fn watch_app_writes(
+    watch: impl FnOnce() -> Result<(), mapchaos_storm::monitor::WatchError>,
+    url: &str,
+    args: &RunArgs,
+) -> Result<(), Exit> {
+    let Err(error) = watch() else {
         return Ok(());
     };
     if args.restore_unwatched {

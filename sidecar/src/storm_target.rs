@@ -87,6 +87,10 @@ impl<T: StormTarget> StormTarget for WithMetrics<T> {
     fn app_tap(&self) -> Option<&dyn AppTap> {
         self.inner.app_tap()
     }
+
+    fn cluster(&self) -> Option<&mapchaos_storm::cluster::ClusterTarget> {
+        self.inner.cluster()
+    }
 }
 
 impl StormTarget for EngineTarget {

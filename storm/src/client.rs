@@ -212,7 +212,7 @@ fn client_address(connection: &mut redis::Connection) -> Result<Vec<u8>, ClientE
     }
 }
 
-fn decode(request: &Request<'_>, value: redis::Value) -> Result<Response, ClientError> {
+pub(crate) fn decode(request: &Request<'_>, value: redis::Value) -> Result<Response, ClientError> {
     use redis::Value;
     let unexpected = |command, value: Value| ClientError::UnexpectedReply {
         command,

@@ -4,6 +4,7 @@
 pub mod app_traffic;
 pub mod checker;
 pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod glob;
 pub mod history;

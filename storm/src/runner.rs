@@ -67,6 +67,10 @@ pub trait StormTarget: Sync {
     fn app_tap(&self) -> Option<&dyn AppTap> {
         None
     }
+    /// The Redis Cluster behind this target, whose report counts per node.
+    fn cluster(&self) -> Option<&crate::cluster::ClusterTarget> {
+        None
+    }
 }
 
 /// Sees every storm operation as it completes (for live metrics). Called on
@@ -244,6 +248,8 @@ pub struct StormOutcome {
     pub report: StormReport,
     pub history: Option<History>,
     pub restore: Option<RestoreSummary>,
+    /// Per-node counts, when the target is a Redis Cluster.
+    pub cluster: Option<crate::cluster::report::ClusterReport>,
 }
 
 /// The keys a storm owns and what they held before it.
@@ -558,6 +564,10 @@ pub fn run(
         client_latency,
     );
     report.series = Some(series.finish(exposures));
+    let cluster = target.cluster().map(|c| {
+        let history = history.as_ref().filter(|_| !control.is_interrupted());
+        c.report(&keyspace.keys, history)
+    });
     control.set_phase(if stop_reason == StopReason::DurationElapsed {
         StormPhase::Completed
     } else {
@@ -574,6 +584,7 @@ pub fn run(
         report,
         history,
         restore: restore_summary,
+        cluster,
     })
 }
 

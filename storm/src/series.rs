@@ -207,6 +207,34 @@ impl WorkerSeries<'_> {
 /// counted in the bucket of its later call. The same counting as the
 /// checker's totals (DEL–SCAN pairs aside), but with time attached.
 pub fn exposures_by_bucket(history: &History, storm_start: u64, bucket_nanos: u64) -> Vec<u64> {
+    let mut out: Vec<u64> = Vec::new();
+    each_exposure(history, |_, call, pairs| {
+        if call >= storm_start {
+            let bucket = ((call - storm_start) / bucket_nanos.max(1)).min(MAX_BUCKETS) as usize;
+            if out.len() <= bucket {
+                out.resize(bucket + 1, 0);
+            }
+            out[bucket] += pairs;
+        }
+    });
+    out
+}
+
+/// Race exposures per key id, counted as [`exposures_by_bucket`] does (for
+/// the per-node counts of a Redis Cluster storm).
+pub fn exposures_by_key(history: &History) -> Vec<u64> {
+    let mut out = vec![0u64; history.keys().len()];
+    each_exposure(history, |key, _, pairs| {
+        if let Some(n) = out.get_mut(key as usize) {
+            *n += pairs;
+        }
+    });
+    out
+}
+
+/// Call `f(key, call, pairs)` for every operation that overlaps `pairs`
+/// earlier-called operations of its key in a race exposure.
+fn each_exposure(history: &History, mut f: impl FnMut(crate::history::KeyId, u64, u64)) {
     let events = history.events();
     let mut order: Vec<u32> = (0..events.len() as u32)
         .filter(|&i| {
@@ -216,7 +244,6 @@ pub fn exposures_by_bucket(history: &History, storm_start: u64, bucket_nanos: u6
         .collect();
     // Events are sorted by call: a stable sort by key keeps each key's calls in order.
     order.sort_by_key(|&i| events[i as usize].op.key());
-    let mut out: Vec<u64> = Vec::new();
     // Open operations by return time, and how many of them write: each new
     // call adds its pairs by arithmetic, O(n log n) however many overlap.
     let mut closing: BinaryHeap<Reverse<(u64, bool)>> = BinaryHeap::new();
@@ -240,19 +267,15 @@ pub fn exposures_by_bucket(history: &History, storm_start: u64, bucket_nanos: u6
         }
         let writes = matches!(event.op, Op::Set { .. } | Op::Del { .. });
         let pairs = if writes { open } else { open_writes };
-        if pairs > 0 && event.call >= storm_start {
-            let bucket =
-                ((event.call - storm_start) / bucket_nanos.max(1)).min(MAX_BUCKETS) as usize;
-            if out.len() <= bucket {
-                out.resize(bucket + 1, 0);
-            }
-            out[bucket] += pairs;
+        if pairs > 0
+            && let Some(key) = current_key
+        {
+            f(key, event.call, pairs);
         }
         closing.push(Reverse((event.ret, writes)));
         open += 1;
         open_writes += u64::from(writes);
     }
-    out
 }
 
 #[cfg(test)]
@@ -395,6 +418,8 @@ mod tests {
             .map(|(_, n)| n)
             .sum();
         assert_eq!(by_bucket.iter().sum::<u64>(), single_key);
+        // By key: key 0 has the SET–GET and SET–DEL pairs, key 1 its two SETs.
+        assert_eq!(exposures_by_key(&history), [2, 1]);
     }
 
     #[test]

@@ -222,6 +222,12 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra `--name value` config options on its command
+    /// line (`["--cluster-enabled", "yes", "--dir", dir]`).
+    pub fn start_with(config: &[&str]) -> RedisServer {
         let port = free_port();
         let child = Command::new("redis-server")
             .args([
@@ -232,6 +238,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
