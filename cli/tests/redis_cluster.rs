@@ -237,7 +237,7 @@ fn slots_moved_during_the_storm_are_followed_through_ask_and_moved() {
     let dir = scratch("redis-cluster", "reshard");
     let cluster = Cluster::start(&dir);
     // A small keyspace: every key is hit many times while its slot moves.
-    let file = storm_manifest(&dir, "8s", 60);
+    let file = storm_manifest(&dir, "10s", 60);
     let mut child = Command::new(env!("CARGO_BIN_EXE_mapchaos"))
         .arg("run")
         .arg(&file)
@@ -267,8 +267,12 @@ fn slots_moved_during_the_storm_are_followed_through_ask_and_moved() {
         .collect();
     slots.sort();
     slots.dedup();
-    slots.truncate(8);
-    migrate(&cluster, 0, 1, &slots, Duration::from_millis(400));
+    slots.truncate(6);
+    migrate(&cluster, 0, 1, &slots, Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the slots moved while the storm ran"
+    );
 
     let mut stdout = Vec::new();
     child
@@ -353,4 +357,149 @@ fn an_unreachable_primary_stops_the_run_naming_it() {
         "the message names the node and its slots: {stderr}"
     );
     assert!(out.stdout.is_empty(), "no storm ran");
+}
+
+/// `app:{i}` = `orig-{i}` for every `i < count`, through the cluster.
+fn seed_keys(cluster: &Cluster, count: usize) {
+    let commands: String = (0..count)
+        .map(|i| format!("SET app:{i} orig-{i}\n"))
+        .collect();
+    feed(cluster.nodes[0].port, &commands);
+}
+
+/// Send `commands` (one a line) with `redis-cli -c`, which follows redirects.
+fn feed(port: u16, commands: &str) {
+    use std::io::Write;
+    let mut cli = Command::new("redis-cli")
+        .args(["-c", "-p", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli is installed");
+    cli.stdin
+        .take()
+        .unwrap()
+        .write_all(commands.as_bytes())
+        .unwrap();
+    assert!(cli.wait().unwrap().success());
+}
+
+/// What a key holds now, asked through the cluster.
+fn value(cluster: &Cluster, key: &str) -> Option<String> {
+    let out = redis_cli(cluster.nodes[0].port, &["-c", "GET", key]);
+    (!out.is_empty()).then_some(out)
+}
+
+#[test]
+fn the_restore_keeps_every_application_write_on_every_primary() {
+    const KEYS: usize = 240;
+    const APP_KEYS: usize = 30;
+    let dir = scratch("redis-cluster", "restore");
+    let cluster = Cluster::start(&dir);
+    seed_keys(&cluster, KEYS);
+    let file = manifest(
+        &dir,
+        "restore-cluster",
+        &format!(
+            "duration: 3s\nstorm:\n  workers: 4\n  pipeline: 4\n  \
+             mix: {{del: 40, get: 20, set: 40}}\n  \
+             keys: {{source: existing, pattern: \"app:*\", count: {KEYS}}}\n  \
+             restore: true\ncheck: {{history: false}}\n"
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mapchaos"))
+        .arg("run")
+        .arg(&file)
+        .args(["--target", &cluster.seed(), "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mapchaos");
+    // The application writes its keys while the storm's workers run (and
+    // go on storming them afterwards): SETs and DELs, the last of each key
+    // remembered.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut last: Vec<Option<String>> = vec![None; APP_KEYS];
+    let mut commands = String::new();
+    for round in 0..4 {
+        for (i, last) in last.iter_mut().enumerate() {
+            if (i + round) % 5 == 0 {
+                commands.push_str(&format!("DEL app:{i}\n"));
+                *last = None;
+            } else {
+                let v = format!("app-{i}-{round}");
+                commands.push_str(&format!("SET app:{i} {v}\n"));
+                *last = Some(v);
+            }
+        }
+    }
+    feed(cluster.nodes[1].port, &commands);
+
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let report: Value = serde_json::from_slice(&stdout)
+        .unwrap_or_else(|e| panic!("a JSON report ({e}); stderr: {stderr}"));
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "no history checked: inconclusive; {stderr}"
+    );
+    let outcomes = report["restore"]["outcomes"].as_object().unwrap();
+    for bad in [
+        "failed",
+        "restored_unwatched",
+        "contended",
+        "app_write_lost",
+    ] {
+        assert!(!outcomes.contains_key(bad), "{bad}: {outcomes:?}");
+    }
+    assert!(
+        report["restore"]["guarantee"]
+            .as_str()
+            .unwrap()
+            .starts_with("MONITOR on every primary"),
+        "{report:#}"
+    );
+    assert!(
+        outcomes["restored"].as_u64().unwrap() > 100,
+        "the storm's damage was put back: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .get("app_write_restored")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            > 0,
+        "application writes the storm overwrote were put back: {outcomes:?}"
+    );
+    let mut wrong = Vec::new();
+    for i in 0..KEYS {
+        let key = format!("app:{i}");
+        let want = if let Some(app) = last.get(i) {
+            app.clone()
+        } else {
+            Some(format!("orig-{i}"))
+        };
+        let now = value(&cluster, &key);
+        if now != want {
+            wrong.push(format!("{key}: want {want:?}, now {now:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} keys wrong: {wrong:?}", wrong.len());
+    for node in nodes(&report) {
+        assert!(node["keys"].as_u64().unwrap() > 0, "{node:#}");
+    }
 }
