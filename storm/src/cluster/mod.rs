@@ -84,6 +84,17 @@ pub(crate) fn node_url(seed: &str, node: &str) -> String {
     format!("{scheme}://{userinfo}{node}{tail}")
 }
 
+/// `url` without its userinfo, so no password reaches a report.
+fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = authority
+        .rfind('@')
+        .map_or(authority, |at| &authority[at + 1..]);
+    format!("{scheme}://{host}{tail}")
+}
+
 impl Shared {
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
@@ -358,7 +369,7 @@ impl crate::runner::StormTarget for ClusterTarget {
     fn describe(&self) -> String {
         format!(
             "{} (Redis Cluster, {} primaries)",
-            self.shared.seed_url,
+            without_credentials(&self.shared.seed_url),
             self.primaries().len()
         )
     }
@@ -385,6 +396,18 @@ mod tests {
         assert_eq!(
             node_url("redis://:secret@seed", "n:1"),
             "redis://:secret@n:1"
+        );
+    }
+
+    #[test]
+    fn the_description_carries_no_password() {
+        assert_eq!(
+            without_credentials("rediss://user:p%40ss@seed:6379/0?x=1"),
+            "rediss://seed:6379/0?x=1"
+        );
+        assert_eq!(
+            without_credentials("redis://127.0.0.1:7000"),
+            "redis://127.0.0.1:7000"
         );
     }
 }
