@@ -219,6 +219,11 @@ pub struct TargetStatus {
     /// 512 bytes): what an `Inconclusive` failed to prove, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict_reason: Option<String>,
+    /// The Secret in the experiment's namespace that holds this target's
+    /// HTML report (gzip, key `report.html.gz`), once the operator
+    /// collected it; `mapchaos report mc/NAME` reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_secret: Option<String>,
     /// What became of the existing keys the storm deleted (the sidecar's
     /// delete journal; the keys themselves at `GET /v1/storms/{id}/audit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,7 @@
 //! without touching running storms: they stop by themselves when their
 //! lease is not renewed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,13 +36,13 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::kill_switch::KillSwitch;
 use crate::metrics::{Metrics, ServerState};
-use crate::plan::{self, Observation};
+use crate::plan::{self, Observation, Plan};
 use crate::policy::{Guardrails, RunGuard};
 use crate::probe_client::{self, HttpProber, ProbeRunner};
 use crate::probes::{self, ProbeResults};
 use crate::signing_key::StormSigner;
 use crate::storm_client::StormClient;
-use crate::{act, leader, metrics, observe, webhook};
+use crate::{act, leader, metrics, observe, report_store, reports, webhook};
 use mapchaos_api::probe::ProbeStage;
 
 /// The first retry after a failed reconcile; doubled per failure in a row.
@@ -243,10 +243,76 @@ async fn reconcile_once(
         actions = plan.actions.len(),
         "planned"
     );
+    if planning {
+        collect_reports(ctx, experiment, &namespace, &mut plan).await;
+    }
     act::act(&api, &ctx.storms, &ctx.recorder(), experiment, &plan).await?;
     Ok(plan
         .requeue
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// How soon to try again a report that could not be collected.
+const REPORT_RETRY: Duration = Duration::from_secs(15);
+/// Reports fetched at once for one experiment.
+const REPORTS_IN_FLIGHT: usize = 4;
+
+/// Keep each finished target's report in a Secret (see `reports`) and name
+/// it in the status the plan will write; prune the Secrets of runs the
+/// status no longer keeps. Reports are evidence, not control: a failure here
+/// is logged and retried, and never stops the storms being tracked.
+async fn collect_reports(ctx: &Context, experiment: &MapChaos, namespace: &str, plan: &mut Plan) {
+    let name = experiment.name_any();
+    let Some(uid) = experiment.uid() else {
+        return;
+    };
+    if !reports::needs_look(experiment.status.as_ref(), &plan.status) {
+        return;
+    }
+    let stored = match report_store::list(&ctx.client, namespace, &uid).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::warn!(%error, experiment = %name, "cannot list the report Secrets");
+            return;
+        }
+    };
+    let work = reports::plan(&plan.status, &stored);
+    let mut names: BTreeSet<String> = stored
+        .into_iter()
+        .filter(|s| !work.prune.contains(&s.name))
+        .map(|s| s.name)
+        .collect();
+    let calls: Vec<_> = work
+        .collect
+        .iter()
+        .cloned()
+        .map(|job| async move {
+            let outcome = report_store::collect(&ctx.client, &ctx.storms, experiment, &job).await;
+            (job, outcome)
+        })
+        .collect();
+    let outcomes: Vec<_> = futures::stream::iter(calls)
+        .buffer_unordered(REPORTS_IN_FLIGHT)
+        .collect()
+        .await;
+    for (job, outcome) in outcomes {
+        match outcome {
+            report_store::Collected::Stored => {
+                names.insert(job.secret.clone());
+            }
+            report_store::Collected::Gone(why) => {
+                tracing::warn!(experiment = %name, storm = %job.storm_id, %why, "the storm's report cannot be collected");
+            }
+            report_store::Collected::Retry(why) => {
+                tracing::warn!(experiment = %name, storm = %job.storm_id, %why, "cannot collect the storm's report yet");
+                plan.requeue = Some(plan.requeue.map_or(REPORT_RETRY, |r| r.min(REPORT_RETRY)));
+            }
+        }
+    }
+    if let Err(error) = report_store::prune(&ctx.client, namespace, &work.prune).await {
+        tracing::warn!(%error, experiment = %name, "cannot prune old report Secrets");
+    }
+    reports::name_secrets(&mut plan.status, &names);
 }
 
 /// Retry later, doubling the wait for every failure in a row.

@@ -10,7 +10,9 @@
 //! storm where and stamps who did, with the rules of `policy`, which the
 //! planner applies again whenever a run starts. `probes` decides which
 //! steady-state probes are due and what their attempts mean for a run;
-//! `probe_client` makes their calls.
+//! `probe_client` makes their calls. `reports` decides which storm reports
+//! to keep in Secrets and which to prune; `report_store` fetches and writes
+//! them.
 
 pub mod act;
 pub mod admission;
@@ -29,6 +31,8 @@ pub mod policy;
 pub mod probe_client;
 pub mod probes;
 pub mod release;
+pub mod report_store;
+pub mod reports;
 pub mod selector;
 pub mod signing_key;
 pub mod storm_client;

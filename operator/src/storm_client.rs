@@ -125,6 +125,31 @@ impl StormClient {
         self.exchange(Method::GET, target, path, Vec::new()).await
     }
 
+    /// `GET /v1/storms/{id}/report` (`…/report/timelines/{n}` with a cap):
+    /// the storm's HTML page; a 4xx is [`Error::StormRefused`].
+    pub async fn get_report(
+        &self,
+        target: &Endpoint,
+        id: &str,
+        max_timelines: Option<usize>,
+    ) -> Result<Bytes, Error> {
+        let path = match max_timelines {
+            None => format!("/v1/storms/{id}/report"),
+            Some(n) => format!("/v1/storms/{id}/report/timelines/{n}"),
+        };
+        let (status, body) = self.get_raw(target, &path).await?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(Error::StormRefused {
+                method: "GET",
+                url: self.url(&target.ip, &path),
+                status: status.as_u16(),
+                message: error_message(&body),
+            })
+        }
+    }
+
     async fn call_allowing_404(
         &self,
         method: Method,
@@ -422,6 +447,20 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let history: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert!(!history["events"].as_array().unwrap().is_empty());
+        let page = client.get_report(&here, id, None).await.unwrap();
+        let page = String::from_utf8(page.to_vec()).unwrap();
+        assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+        assert!(page.contains(&format!("storm {id}")));
+        let trimmed = client.get_report(&here, id, Some(0)).await.unwrap();
+        assert!(trimmed.starts_with(b"<!DOCTYPE html>"));
+        let error = client
+            .get_report(&here, "no-such-storm", None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::StormRefused { status: 404, .. }),
+            "{error}"
+        );
 
         // The same sidecar, addressed as another pod (a stale pod IP now
         // another pod's, say): every call is refused, reads too.

@@ -109,4 +109,9 @@ app.kubernetes.io/component: operator
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Storm reports: one Secret per finished target, owned by its MapChaos; listed by label,
+# pruned with historyLimit. The operator never reads a Secret by name (no get).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "list", "delete"]
 {{- end }}

@@ -1,6 +1,7 @@
 //! A cluster in one process, for scenarios that span many reconciles: an
 //! in-memory Kubernetes API that answers the few calls the controller makes
-//! (pod lists, Events, MapChaos finalizer and status patches) from state the
+//! (pod lists, Events, MapChaos finalizer and status patches, report
+//! Secrets listed by label, created and deleted) from state the
 //! scenario edits, and map-service sidecars (the real signed control API and
 //! engine) on distinct loopback addresses sharing one port, as pods share
 //! the sidecar's port on their own IPs. Shared by the controller's scenario
@@ -41,6 +42,8 @@ struct ApiState {
     experiments: BTreeMap<(String, String), MapChaos>,
     pods: Vec<Pod>,
     events: Vec<RecordedEvent>,
+    /// Secrets as JSON, by (namespace, name).
+    secrets: BTreeMap<(String, String), Value>,
     unexpected: Vec<String>,
     version: u64,
 }
@@ -69,13 +72,14 @@ impl FakeApi {
             while let Some((request, send)) = handle.next_request().await {
                 let method = request.method().clone();
                 let path = request.uri().path().to_owned();
+                let query = request.uri().query().unwrap_or_default().to_owned();
                 let body = request
                     .into_body()
                     .collect_bytes()
                     .await
                     .unwrap_or_default();
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let (status, answer) = answer(&mut state.lock(), &method, &path, body);
+                let (status, answer) = answer(&mut state.lock(), &method, &path, &query, body);
                 send.send_response(
                     Response::builder()
                         .status(status)
@@ -158,6 +162,11 @@ impl FakeApi {
         self.state.lock().events.clone()
     }
 
+    /// The Secrets there are, as JSON.
+    pub fn secrets(&self) -> Vec<Value> {
+        self.state.lock().secrets.values().cloned().collect()
+    }
+
     /// Requests this API does not serve, as "METHOD path".
     pub fn unexpected(&self) -> Vec<String> {
         self.state.lock().unexpected.clone()
@@ -184,9 +193,64 @@ fn failure(status: StatusCode, message: impl Into<String>) -> (StatusCode, Value
     )
 }
 
-fn answer(state: &mut ApiState, method: &Method, path: &str, body: Value) -> (StatusCode, Value) {
+/// Whether `secret` matches the `labelSelector` of `query` (equality
+/// terms only, as the operator writes them).
+fn selected(secret: &Value, query: &str) -> bool {
+    let selector = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("labelSelector="))
+        .unwrap_or_default()
+        .replace("%3D", "=")
+        .replace("%2C", ",")
+        .replace("%2F", "/");
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        let (key, value) = term.split_once('=').unwrap_or((term, ""));
+        secret["metadata"]["labels"][key].as_str() == Some(value)
+    })
+}
+
+fn answer(
+    state: &mut ApiState,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, parts.as_slice()) {
+        (&Method::GET, ["api", "v1", "namespaces", namespace, "secrets"]) => {
+            let items: Vec<&Value> = state
+                .secrets
+                .iter()
+                .filter(|((ns, _), secret)| ns == namespace && selected(secret, query))
+                .map(|(_, secret)| secret)
+                .collect();
+            (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "SecretList", "metadata": {}, "items": items}),
+            )
+        }
+        (&Method::POST, ["api", "v1", "namespaces", namespace, "secrets"]) => {
+            let name = body["metadata"]["name"].as_str().unwrap_or_default();
+            let key = ((*namespace).to_owned(), name.to_owned());
+            if state.secrets.contains_key(&key) {
+                return failure(StatusCode::CONFLICT, format!("secret {name} exists"));
+            }
+            state.secrets.insert(key, body.clone());
+            (StatusCode::CREATED, body)
+        }
+        (&Method::DELETE, ["api", "v1", "namespaces", namespace, "secrets", name]) => {
+            match state
+                .secrets
+                .remove(&((*namespace).to_owned(), (*name).to_owned()))
+            {
+                Some(_) => (
+                    StatusCode::OK,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+                ),
+                None => failure(StatusCode::NOT_FOUND, format!("secret {name} not found")),
+            }
+        }
         (&Method::GET, ["api", "v1", "namespaces", namespace, "pods"]) => {
             let items: Vec<&Pod> = state
                 .pods

@@ -261,6 +261,7 @@ async fn a_short_storm_on_two_pods_completes_with_a_passing_verdict() {
         assert!(target.ops > 0, "{target:?}");
         assert_eq!(target.anomalies, 0, "{target:?}");
         assert!(target.latency.is_some(), "{target:?}");
+        assert!(target.report_secret.is_some(), "{target:?}");
         // What the sidecar saw: one storm, started once, with this id.
         let sidecar = scenario.sidecar_of(target);
         assert_eq!(sidecar.storms_started(), [target.storm_id.as_str()]);
@@ -372,6 +373,56 @@ async fn a_lagging_map_fails_the_run_with_its_anomalies_and_a_warning() {
         !warnings.iter().any(|e| e.note.contains("cart-1")),
         "the sound map is not blamed: {warnings:?}"
     );
+
+    // Each target's report is in a Secret the status names, owned by the
+    // experiment: the broken map's page fails and draws its witnesses.
+    let experiment = scenario.api.experiment("shop", "storm").unwrap();
+    let broken_page = report_page(&scenario, &experiment, broken);
+    assert!(broken_page.contains(r#"<span class="word">FAIL</span>"#));
+    assert!(broken_page.contains(r#"<section class="card witness""#));
+    assert!(broken_page.contains(&format!("storm {}", broken.storm_id)));
+    let sound_page = report_page(&scenario, &experiment, sound);
+    assert!(sound_page.contains(r#"<span class="word">PASS</span>"#));
+    assert!(!sound_page.contains(r#"<section class="card witness""#));
+    assert_eq!(scenario.api.secrets().len(), 2);
+    assert!(
+        scenario.api.unexpected().is_empty(),
+        "{:?}",
+        scenario.api.unexpected()
+    );
+}
+
+/// The page in `target`'s report Secret, after checking the Secret is the
+/// one the status names, labelled and owned by `experiment`.
+fn report_page(scenario: &Scenario, experiment: &MapChaos, target: &TargetStatus) -> String {
+    let name = target
+        .report_secret
+        .as_deref()
+        .unwrap_or_else(|| panic!("the status names the report's Secret: {target:?}"));
+    let secret = scenario
+        .api
+        .secrets()
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Secret {name}"));
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret).unwrap();
+    let labels = secret.metadata.labels.clone().unwrap();
+    assert_eq!(
+        labels[crate::reports::EXPERIMENT_UID_LABEL],
+        experiment.uid().unwrap()
+    );
+    assert_eq!(labels[crate::reports::EXPERIMENT_LABEL], "storm");
+    assert_eq!(labels[crate::reports::RUN_LABEL], target.run.to_string());
+    assert_eq!(labels[crate::reports::TARGET_LABEL], target.pod);
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("MapChaos", "storm", experiment.uid().unwrap().as_str())
+    );
+    assert_eq!(owner.controller, Some(true));
+    let data = &secret.data.as_ref().unwrap()[crate::reports::DATA_KEY].0;
+    assert!(data.len() <= crate::reports::MAX_COMPRESSED_BYTES);
+    String::from_utf8(crate::reports::gunzip(data, 64 << 20).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,8 +559,9 @@ async fn a_restarted_operator_continues_the_run_without_a_second_storm() {
         assert!(
             calls
                 .iter()
-                .all(|c| c.path == format!("/v1/storms/{}", after.storm_id)),
-            "no other storm was asked for: {calls:?}"
+                .all(|c| c.path == format!("/v1/storms/{}", after.storm_id)
+                    || c.path == format!("/v1/storms/{}/report", after.storm_id)),
+            "no other storm was asked for (its report is read once it finished): {calls:?}"
         );
         assert!(
             calls.iter().any(|c| c.method == "PUT" && c.status == 200),
