@@ -12,6 +12,7 @@ mod metrics_server;
 mod operator;
 mod preflight;
 mod probes;
+mod report;
 mod run;
 mod signals;
 mod telemetry;
@@ -38,6 +39,9 @@ enum Command {
     /// Read a storm's status, report or history from a target's sidecar
     /// with a GET signed by the operator's key for that pod.
     Fetch(fetch::FetchArgs),
+    /// Write the storm reports the operator kept for a MapChaos (mc/NAME)
+    /// into a directory, with an index of its runs.
+    Report(report::ReportArgs),
     /// Run the map service: a concurrent in-memory map speaking the Redis
     /// protocol, with /metrics, /healthz and /readyz over HTTP.
     Sidecar(mapchaos_sidecar::SidecarArgs),
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args).report(),
         Command::Check(args) => check::run(args).report(),
         Command::Fetch(args) => fetch::run(args).report(),
+        Command::Report(args) => report::run(args).report(),
         Command::Crd => {
             print!("{}", mapchaos_api::resource::crd_yaml());
             ExitCode::SUCCESS
