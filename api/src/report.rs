@@ -328,6 +328,14 @@ pub struct CheckReport {
     pub scan_duplicates: u64,
     /// Pass, Fail or Inconclusive.
     pub verdict: Verdict,
+    /// Checked online, as the storm ran: every operation, whatever
+    /// `check.maxOps` bounds the saved history to.
+    #[serde(default)]
+    pub online: bool,
+    /// Why keys are unknown, when the online checker gave them up (the
+    /// first few distinct reasons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_reasons: Vec<String>,
 }
 
 /// Why a check proved nothing, or `None` when it proved something (a pass
@@ -508,6 +516,8 @@ mod tests {
             ops_known: 90,
             truncated: false,
             scan_duplicates: 0,
+            online: false,
+            unknown_reasons: Vec::new(),
             verdict: Verdict::Fail,
         };
         // Key a: stale read and lost delete; key b: stale read only.

@@ -222,6 +222,10 @@ pub struct StormStatus {
     pub ops: u64,
     /// Failed operations so far.
     pub errors: u64,
+    /// Keys the online checker has found anomalous so far (the report, once
+    /// final, names them).
+    #[serde(default)]
+    pub anomalies: u64,
     /// Milliseconds the workers have run.
     pub elapsed_millis: u64,
     /// The final report, once the phase is final.

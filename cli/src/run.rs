@@ -136,7 +136,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Save the recorded history here (JSON), for `mapchaos check`.
+    /// Record the history (at most `check.maxOps` operations; the check
+    /// covers every operation anyway) and save it here (JSON), for
+    /// `mapchaos check`.
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
 
@@ -253,6 +255,7 @@ pub fn run(args: RunArgs) -> Exit {
         seed,
         check_threads: args.check_threads,
         check_memory: None,
+        record_history: args.history.is_some(),
     };
 
     let metrics = Arc::new(SidecarMetrics::new());
@@ -652,8 +655,14 @@ impl Progress {
         }
         self.bar.set_prefix(phase_name(live.phase));
         self.bar.set_position(live.elapsed.as_millis() as u64);
+        // Anomalies as the online checker finds them, while the storm runs.
+        let anomalies = if live.anomalies > 0 {
+            format!("  {} anomalous keys", live.anomalies)
+        } else {
+            String::new()
+        };
         self.bar.set_message(format!(
-            "{:.0}s  {} ops  {:.0} ops/s  {} errors",
+            "{:.0}s  {} ops  {:.0} ops/s  {} errors{anomalies}",
             live.elapsed.as_secs_f64(),
             live.ops,
             rate,

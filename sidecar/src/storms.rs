@@ -172,6 +172,7 @@ impl Storm {
             message,
             ops: live.ops,
             errors: live.errors,
+            anomalies: live.anomalies,
             // Once finished, how long the workers ran (the report's), not the time
             // since the start, which keeps growing.
             elapsed_millis: report
@@ -409,6 +410,8 @@ impl Storms {
             seed: request.seed,
             check_threads: 1,
             check_memory: Some(storm.check_memory),
+            // Served at GET /v1/storms/{id}/history.
+            record_history: request.check.history,
         };
         // A storm on existing keys deletes the application's keys: journal them.
         let journal = (request.storm.keys.source == KeySource::Existing)

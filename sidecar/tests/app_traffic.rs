@@ -131,6 +131,7 @@ fn plan(seed: u64, prefix: &str, keys: u64, mix: OpMix, include_clients: bool) -
         seed,
         check_threads: 2,
         check_memory: None,
+        record_history: true,
     }
 }
 

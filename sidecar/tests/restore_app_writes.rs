@@ -93,6 +93,7 @@ fn plan(seed: u64) -> StormPlan {
         seed,
         check_threads: 1,
         check_memory: None,
+        record_history: true,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod series;
 pub mod verdict;
 pub mod workload;
 
+pub use checker::online::{Feeder, OnlineChecker, OnlineOptions, check_online};
 pub use checker::{CheckOptions, check};
 pub use error::Error;
 pub use history::{ClientId, Event, History, KeyId, Op, RecordBudget, Recorder, ValueId};

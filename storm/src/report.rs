@@ -150,10 +150,15 @@ pub fn render_check(check: &CheckReport) -> String {
         check.ops_checked,
         if check.truncated {
             " (history truncated at check.maxOps: a prefix only)"
+        } else if check.online {
+            " (every operation of the storm, checked as it ran)"
         } else {
             ""
         }
     );
+    for reason in &check.unknown_reasons {
+        let _ = writeln!(out, "  unknown  a key was given up: {reason}");
+    }
     if check.scan_duplicates > 0 {
         let _ = writeln!(
             out,

@@ -26,7 +26,7 @@ use crate::verdict::{self, Judging};
 use crate::workload::{
     KeyChooser, OpChooser, StormOp, decode_value, synthetic_key, worker_rng, write_value,
 };
-use crate::{CheckOptions, check};
+use crate::{CheckOptions, Feeder, OnlineChecker, OnlineOptions, check};
 
 /// The client id of the preparation step (preload, reading existing keys).
 /// Storm workers are 1..=workers.
@@ -93,6 +93,10 @@ pub struct StormPlan {
     /// its threads (`None`: 1 GiB per thread); what the storm's memory
     /// budget leaves them.
     pub check_memory: Option<usize>,
+    /// Record the history (at most `check.maxOps` operations) for saving
+    /// or serving. The check does not need it: it runs online on every
+    /// operation as the storm runs.
+    pub record_history: bool,
 }
 
 /// Shared between a running storm and whoever watches or stops it.
@@ -108,6 +112,8 @@ pub struct StormControl {
     phase: AtomicU8,
     ops: AtomicU64,
     errors: AtomicU64,
+    /// Keys the online checker has found anomalous so far.
+    anomalies: Arc<AtomicU64>,
     started: Mutex<Option<Instant>>,
     /// Keys the restore has handled, and how many it has to.
     restore_done: AtomicU64,
@@ -120,6 +126,8 @@ pub struct LiveStats {
     pub phase: StormPhase,
     pub ops: u64,
     pub errors: u64,
+    /// Keys found anomalous so far (by the online checker, as it runs).
+    pub anomalies: u64,
     pub elapsed: Duration,
 }
 
@@ -197,6 +205,7 @@ impl StormControl {
             phase: phase_from_u8(self.phase.load(Ordering::Acquire)),
             ops: self.ops.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            anomalies: self.anomalies.load(Ordering::Relaxed),
             elapsed,
         }
     }
@@ -380,7 +389,17 @@ pub fn run(
     let clock = Instant::now();
     let now_ns = move || clock.elapsed().as_nanos() as u64;
 
-    let budget = RecordBudget::new(usize::try_from(plan.check.max_ops).unwrap_or(usize::MAX));
+    // Checked online unless the application's operations join the history
+    // (they are not fed to the online checker): then the recorded history
+    // is checked offline after the storm, a prefix of at most maxOps.
+    let online_check =
+        plan.check.history && !(plan.check.include_clients && target.app_tap().is_some());
+    let record = plan.record_history || (plan.check.history && !online_check);
+    let budget = RecordBudget::new(if record {
+        usize::try_from(plan.check.max_ops).unwrap_or(usize::MAX)
+    } else {
+        0
+    });
     // Attached before preparing, so the application's writes during
     // preparation are seen (and their keys excluded).
     let restores = plan.storm.restore && plan.storm.keys.source == KeySource::Existing;
@@ -399,7 +418,10 @@ pub fn run(
         }
         AppAttachment::attach(tap, traffic)
     });
-    let mut preparer_log = Recorder::new(PREPARER, budget.clone());
+    let mut preparer_log = PrepLog {
+        recorder: Recorder::new(PREPARER, budget.clone()),
+        events: online_check.then(Vec::new),
+    };
     let mut client = target.connect()?;
     let keyspace = Arc::new(prepare(
         plan,
@@ -420,6 +442,36 @@ pub fn run(
         .collect();
     let series = SeriesSink::new(plan.duration);
     let start_ns = now_ns();
+    let online = online_check.then(|| {
+        let options = OnlineOptions {
+            threads: if plan.check_threads == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                plan.check_threads
+            },
+            per_key_budget: plan.check.timeout_per_key.0,
+            cancel: Some(control.interrupted_flag()),
+            anomalies: control.anomalies.clone(),
+            memory: plan.check_memory,
+            ..OnlineOptions::from_check(&CheckOptions::default())
+        };
+        OnlineChecker::start(
+            Arc::new(keyspace.keys.clone()),
+            start_ns,
+            workers + 1,
+            &options,
+        )
+    });
+    let PrepLog {
+        recorder: preparer_log,
+        events: prepared,
+    } = preparer_log;
+    if let (Some(online), Some(prepared)) = (&online, prepared) {
+        let mut feeder = online.feeder(PREPARER);
+        for event in &prepared {
+            feeder.feed(event.call, event.ret, &event.op);
+        }
+    }
     let start = Instant::now();
     *control.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
     let deadline = start + plan.duration;
@@ -432,6 +484,7 @@ pub fn run(
         keys: &key_chooser,
         control,
         budget: &budget,
+        online: online.as_ref(),
         windows: &window_slots,
         series: &series,
         start,
@@ -457,8 +510,12 @@ pub fn run(
             watch(
                 control,
                 deadline,
-                max_error_rate,
-                plan.abort.max_p99_latency.map(|d| d.0),
+                &Limits {
+                    max_error_rate,
+                    max_p99: plan.abort.max_p99_latency.map(|d| d.0),
+                    // Only the online checker counts anomalies as they come.
+                    max_anomalies: plan.abort.max_anomalies.filter(|_| online.is_some()),
+                },
                 &window_slots,
             );
             handles
@@ -527,20 +584,29 @@ pub fn run(
     }
 
     control.set_phase(StormPhase::Checking);
-    let (history, check_report) = if plan.check.history && !control.is_interrupted() {
+    let history = if record && !control.is_interrupted() {
         let history = History::from_recorders(keyspace.keys.clone(), start_ns, &budget, recorders)?;
-        let history = without_keys(history, &excluded)?;
-        let options = CheckOptions {
-            per_key_budget: plan.check.timeout_per_key.0,
-            threads: plan.check_threads,
-            cancel: Some(control.interrupted_flag()),
-            memory: plan.check_memory,
-            ..CheckOptions::default()
-        };
-        let report = check(&history, &options);
-        (Some(history), Some(report))
+        Some(without_keys(history, &excluded)?)
     } else {
-        (None, None)
+        None
+    };
+    let check_report = match online {
+        // Interrupted, the online check still ends (its threads join), but
+        // what it would say of an interrupted storm is not reported.
+        Some(online) => Some(online.finish(&excluded)).filter(|_| !control.is_interrupted()),
+        None if plan.check.history && !control.is_interrupted() => {
+            history.as_ref().map(|history| {
+                let options = CheckOptions {
+                    per_key_budget: plan.check.timeout_per_key.0,
+                    threads: plan.check_threads,
+                    cancel: Some(control.interrupted_flag()),
+                    memory: plan.check_memory,
+                    ..CheckOptions::default()
+                };
+                check(history, &options)
+            })
+        }
+        None => None,
     };
     // A stop wants its report now; the totals are in the check already.
     let exposures = match &history {
@@ -549,6 +615,7 @@ pub fn run(
         }
         _ => Vec::new(),
     };
+    let history = history.filter(|_| plan.record_history);
 
     let mut report = build_report(
         plan,
@@ -625,7 +692,7 @@ fn without_keys(history: History, excluded: &HashSet<KeyId>) -> Result<History, 
 fn prepare(
     plan: &StormPlan,
     client: &mut dyn MapClient,
-    log: &mut Recorder,
+    log: &mut PrepLog,
     now_ns: &dyn Fn() -> u64,
     control: &StormControl,
 ) -> Result<Keyspace, RunError> {
@@ -797,6 +864,27 @@ fn prepare(
     }
 }
 
+/// The preparation's log: recorded like any worker's, and kept whole for
+/// the online checker, which starts once the keyspace is known.
+struct PrepLog {
+    recorder: Recorder,
+    events: Option<Vec<Event>>,
+}
+
+impl PrepLog {
+    fn record(&mut self, call: u64, ret: u64, op: Op) {
+        if let Some(events) = &mut self.events {
+            events.push(Event {
+                client: PREPARER,
+                call,
+                ret,
+                op: op.clone(),
+            });
+        }
+        self.recorder.record(call, ret, op);
+    }
+}
+
 /// What workers share, read-only (the counters are atomics).
 struct WorkerShared<'a> {
     plan: &'a StormPlan,
@@ -807,6 +895,8 @@ struct WorkerShared<'a> {
     keys: &'a KeyChooser,
     control: &'a StormControl,
     budget: &'a Arc<RecordBudget>,
+    /// Where every operation goes as it returns, when checked online.
+    online: Option<&'a OnlineChecker>,
     windows: &'a [Mutex<Histogram<u64>>],
     series: &'a SeriesSink,
     start: Instant,
@@ -884,6 +974,8 @@ fn run_worker(
     target: &dyn StormTarget,
     worker: u32,
 ) -> Result<WorkerResult, ClientError> {
+    // Before connecting: a worker that cannot connect still says it is done.
+    let mut feeder = shared.online.map(|online| online.feeder(worker));
     let mut client = target.connect()?;
     let mut observer = target.observer();
     let plan = shared.plan;
@@ -947,7 +1039,13 @@ fn run_worker(
             .take()
             .unwrap_or_else(|| shared.ops.choose(&mut rng));
         if first == StormOp::Scan {
-            let (ok, latency) = scan_once(shared, client.as_mut(), &mut result, scheduled);
+            let (ok, latency) = scan_once(
+                shared,
+                client.as_mut(),
+                &mut result,
+                feeder.as_mut(),
+                scheduled,
+            );
             round_end = Instant::now();
             per_second.advance(round_end);
             account(
@@ -1038,7 +1136,12 @@ fn run_worker(
                 // outcome is unknown, and it counts as an error everywhere.
                 let ok = op.is_some();
                 match op {
-                    Some(op) => result.recorder.record(call, ret, op),
+                    Some(op) => {
+                        if let Some(feeder) = feeder.as_mut() {
+                            feeder.feed(call, ret, &op);
+                        }
+                        result.recorder.record(call, ret, op);
+                    }
                     None => {
                         // No usable answer: it may or may not have happened.
                         total_errors += 1;
@@ -1060,6 +1163,9 @@ fn run_worker(
                                 read: None,
                             },
                         };
+                        if let Some(feeder) = feeder.as_mut() {
+                            feeder.feed(call, Event::NO_RETURN, &op);
+                        }
                         result.recorder.record(call, Event::NO_RETURN, op);
                     }
                 }
@@ -1076,6 +1182,10 @@ fn run_worker(
         }
         if let Some(interval) = interval {
             intended += interval * slots.len().max(1) as u32;
+        }
+        if let Some(feeder) = feeder.as_mut() {
+            // Its next operation is called after this round ended.
+            feeder.tick(nanos_since_epoch(round_end));
         }
 
         if result.ops - published.0 >= PUBLISH_EVERY {
@@ -1144,6 +1254,7 @@ fn scan_once(
     shared: &WorkerShared<'_>,
     client: &mut dyn MapClient,
     result: &mut WorkerResult,
+    feeder: Option<&mut Feeder>,
     scheduled: Instant,
 ) -> (bool, Duration) {
     let keyspace = shared.keyspace;
@@ -1174,24 +1285,32 @@ fn scan_once(
     } else {
         Event::NO_RETURN
     };
-    result.recorder.record(
-        call,
-        ret,
-        Op::Scan {
-            found: found.into_boxed_slice(),
-        },
-    );
+    let op = Op::Scan {
+        found: found.into_boxed_slice(),
+    };
+    if let Some(feeder) = feeder {
+        feeder.feed(call, ret, &op);
+    }
+    result.recorder.record(call, ret, op);
     (ok, scheduled.elapsed())
+}
+
+/// The abort conditions the watcher enforces.
+struct Limits {
+    max_error_rate: f64,
+    max_p99: Option<Duration>,
+    max_anomalies: Option<u64>,
 }
 
 /// Stop the storm at its deadline or when an abort condition trips.
 fn watch(
     control: &StormControl,
     deadline: Instant,
-    max_error_rate: f64,
-    max_p99: Option<Duration>,
+    limits: &Limits,
     windows: &[Mutex<Histogram<u64>>],
 ) {
+    let max_error_rate = limits.max_error_rate;
+    let max_p99 = limits.max_p99;
     let mut window_start = Instant::now();
     loop {
         if control.is_stopping() {
@@ -1206,6 +1325,15 @@ fn watch(
             return;
         }
         let live = control.live();
+        if let Some(max) = limits.max_anomalies
+            && live.anomalies > max
+        {
+            control.stop(StopReason::AbortCondition(format!(
+                "{} keys showed anomalies while the storm ran, more than abort.maxAnomalies {max}",
+                live.anomalies
+            )));
+            return;
+        }
         if live.ops >= MIN_OPS_FOR_ERROR_RATE {
             let rate = live.errors as f64 / live.ops as f64;
             if rate > max_error_rate {

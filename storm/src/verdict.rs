@@ -36,9 +36,15 @@ fn judged(report: &StormReport, judging: &Judging) -> (Verdict, String) {
     let check = report.check.as_ref();
     let anomalous = check.map_or(0, CheckReport::total_anomalies);
     if anomalous > 0 && !judging.open_world {
+        // Stopped by an abort condition (abort.maxAnomalies: the anomalies
+        // themselves), the failure says so.
+        let stopped = match &report.stop_reason {
+            StopReason::AbortCondition(why) => format!(" The storm stopped early: {why}."),
+            _ => String::new(),
+        };
         return (
             Verdict::Fail,
-            format!("{anomalous} keys show anomalies; the witnesses are the evidence."),
+            format!("{anomalous} keys show anomalies; the witnesses are the evidence.{stopped}"),
         );
     }
     if let StopReason::AbortCondition(why) = &report.stop_reason {

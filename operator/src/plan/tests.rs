@@ -120,6 +120,7 @@ fn storm(id: &str, phase: StormPhase, report: Option<StormReport>) -> StormObser
         message: String::new(),
         ops: 500,
         errors: 0,
+        anomalies: 0,
         elapsed_millis: 1000,
         report,
     }))
@@ -165,6 +166,8 @@ fn report(anomalies: u64, p99_micros: u64) -> StormReport {
             ops_known: 1000,
             truncated: false,
             scan_duplicates: 0,
+            online: false,
+            unknown_reasons: Vec::new(),
             verdict,
         }),
         series: None,

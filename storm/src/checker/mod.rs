@@ -5,6 +5,7 @@
 
 mod detect;
 mod exposure;
+pub mod online;
 mod scan;
 mod search;
 mod timeline;
@@ -202,6 +203,8 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         truncated: history.is_truncated(),
         scan_duplicates,
         verdict,
+        online: false,
+        unknown_reasons: Vec::new(),
     }
 }
 

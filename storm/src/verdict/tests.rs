@@ -31,6 +31,8 @@ fn passing_check() -> CheckReport {
         ops_known: 1000,
         truncated: false,
         scan_duplicates: 0,
+        online: false,
+        unknown_reasons: Vec::new(),
         verdict,
     }
 }
