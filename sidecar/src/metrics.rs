@@ -27,6 +27,10 @@ pub struct SidecarMetrics {
     pub anomalies: IntCounterVec,
     /// `mapchaos_storm_active`: 1 while a storm runs.
     pub storm_active: IntGauge,
+    /// `mapchaos_storm_anomalous_keys`: keys the running storm's online
+    /// checker has found anomalous so far (the kinds come with its report,
+    /// in `mapchaos_anomalies_total`).
+    pub storm_anomalous_keys: IntGauge,
     /// `mapchaos_keys`: keys in the map.
     pub keys: IntGauge,
     /// `mapchaos_map_memory_bytes{kind}`: `live` (what live keys need),
@@ -89,6 +93,11 @@ impl SidecarMetrics {
                 "Consistency anomalies found by the checker, by kind.",
             ),
             &["kind"],
+        )
+        .expect("valid metric");
+        let storm_anomalous_keys = IntGauge::new(
+            "mapchaos_storm_anomalous_keys",
+            "Keys the running storm's online checker has found anomalous so far.",
         )
         .expect("valid metric");
         let storm_active = IntGauge::new(
@@ -158,6 +167,7 @@ impl SidecarMetrics {
             Box::new(race_exposures.clone()),
             Box::new(anomalies.clone()),
             Box::new(storm_active.clone()),
+            Box::new(storm_anomalous_keys.clone()),
             Box::new(keys.clone()),
             Box::new(map_memory.clone()),
             Box::new(finished_storms_bytes.clone()),
@@ -203,6 +213,7 @@ impl SidecarMetrics {
             race_exposures,
             anomalies,
             storm_active,
+            storm_anomalous_keys,
             keys,
             map_memory,
             finished_storms_bytes,

@@ -385,6 +385,7 @@ impl Storms {
         *running = Some(storm.clone());
         drop(running);
         self.metrics.storm_active.set(1);
+        self.metrics.storm_anomalous_keys.set(0);
         info!(storm = id, "storm starting");
         let storms = self.clone();
         let runner_storm = storm.clone();
@@ -393,9 +394,10 @@ impl Storms {
             .spawn(move || storms.run(runner_storm))
             .expect("spawn the storm thread");
         let watched = storm.clone();
+        let metrics = self.metrics.clone();
         std::thread::Builder::new()
             .name("storm-lease".into())
-            .spawn(move || watch_lease(&watched))
+            .spawn(move || watch_lease(&watched, &metrics))
             .expect("spawn the lease watchdog");
         PutOutcome::Started(storm.status())
     }
@@ -562,9 +564,14 @@ impl Storms {
     }
 }
 
-/// Stop the storm when its lease runs out.
-fn watch_lease(storm: &Storm) {
+/// Stop the storm when its lease runs out; meanwhile publish its live
+/// anomaly count.
+fn watch_lease(storm: &Storm, metrics: &SidecarMetrics) {
     while !storm.is_finished() {
+        let anomalies = storm.control.live().anomalies;
+        metrics
+            .storm_anomalous_keys
+            .set(i64::try_from(anomalies).unwrap_or(i64::MAX));
         if Instant::now() > *storm.lease_deadline.lock() && !storm.control.is_stopping() {
             warn!(storm = %storm.id, "lease expired: stopping the storm");
             storm.control.stop(StopReason::LeaseExpired);

@@ -41,6 +41,7 @@ fn plan(seed: u64, workers: u32, keys: u64, millis: u64) -> StormPlan {
         duration: Duration::from_millis(millis),
         seed,
         check_threads: 2,
+        check_memory: None,
         record_history: true,
     }
 }

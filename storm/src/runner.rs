@@ -591,9 +591,9 @@ pub fn run(
         None
     };
     let check_report = match online {
-        // Interrupted, the online check still ends (its threads join), but
-        // what it would say of an interrupted storm is not reported.
-        Some(online) => Some(online.finish(&excluded)).filter(|_| !control.is_interrupted()),
+        // Interrupted, what was checked stands; the keys the final judging
+        // did not decide are unknown.
+        Some(online) => Some(online.finish(&excluded)),
         None if plan.check.history && !control.is_interrupted() => {
             history.as_ref().map(|history| {
                 let options = CheckOptions {

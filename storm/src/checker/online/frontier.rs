@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 
 use super::super::KeyOp;
-use super::super::search::step;
+use super::super::search::{cancelled, step};
 
 /// A state the key may be in at a cut: the register (see
 /// [`super::super::search::ABSENT`]) and which of the key's pending unknown
@@ -40,6 +40,11 @@ pub(crate) enum Advance {
 pub(crate) const MAX_PENDING: usize = 32;
 /// Nodes one window's search may visit.
 const MAX_NODES: usize = 1 << 20;
+/// Successors one window's search may try (each a model step and a memo
+/// probe): bounds the work on windows of very many overlapping operations.
+const MAX_TRIES: usize = 1 << 23;
+/// Nodes between looks at the check's cancel flag.
+const CANCEL_EVERY: usize = 1 << 8;
 /// Possible states one key may carry across a cut.
 pub(crate) const MAX_FRONTIER: usize = 4096;
 
@@ -183,7 +188,12 @@ fn search(starts: &[Possible], infos: &[KeyOp], ops: &[KeyOp]) -> Result<Vec<Pos
         }
     }
     let mut found = Vec::new();
+    let (mut tries, mut visits) = (0usize, 0usize);
     while let Some((node, count)) = stack.pop() {
+        visits += 1;
+        if visits.is_multiple_of(CANCEL_EVERY) && cancelled() {
+            return Err("the check was cut short before this key was decided".to_owned());
+        }
         if count == n {
             // Unknown operations not applied yet stay pending: they may
             // still take effect later, or never.
@@ -193,7 +203,7 @@ fn search(starts: &[Possible], infos: &[KeyOp], ops: &[KeyOp]) -> Result<Vec<Pos
             });
             continue;
         }
-        if seen.len() > MAX_NODES {
+        if seen.len() > MAX_NODES || tries > MAX_TRIES {
             return Err(format!(
                 "the search of one window of {n} overlapping operations visited more than {MAX_NODES} states"
             ));
@@ -213,6 +223,7 @@ fn search(starts: &[Possible], infos: &[KeyOp], ops: &[KeyOp]) -> Result<Vec<Pos
             if node.placed.has(i) || op.call > horizon {
                 continue;
             }
+            tries += 1;
             let Some(state) = step(node.state, op) else {
                 continue;
             };
