@@ -105,13 +105,13 @@ fn main() {
     let rss_before = status_kib("VmRSS");
     let (outcome, samples, peak) = storm(&plan(seconds, true), true);
     let report = &outcome.report;
-    let check = report.check.as_ref().expect("checked online");
+    let checked = report.check.as_ref().expect("checked online");
     println!(
         "  {} storm ops in {:.1} s ({:.0} ops/s); {} ops checked (the storm's and the 200 preloads), verdict {:?}",
         report.ops,
         report.elapsed_millis as f64 / 1000.0,
         report.ops_per_second,
-        check.ops_checked,
+        checked.ops_checked,
         report.verdict
     );
     let mid = samples.get(samples.len() / 4).copied().unwrap_or(0);

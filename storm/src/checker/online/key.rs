@@ -580,6 +580,7 @@ impl KeyState {
                 operations,
                 longest_prefix: None,
                 explanation,
+                timeline: None,
             },
         ));
         !std::mem::replace(&mut self.counted, true)
@@ -675,9 +676,10 @@ fn judged_from(history: &History, findings: &[Finding], witnesses: bool) -> Judg
         verdict: Some(KeyVerdict::Illegal),
         kinds,
         witnesses: if witnesses {
+            let ops = split_by_key(history).pop().unwrap_or_default();
             findings
                 .iter()
-                .map(|f| (f.kind, witness::build(history, f)))
+                .map(|f| (f.kind, witness::build(history, &ops, f, None)))
                 .collect()
         } else {
             Vec::new()
