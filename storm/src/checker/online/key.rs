@@ -4,13 +4,13 @@
 //! anomalies and build their witnesses the way the offline checker does.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mapchaos_api::{AnomalyKind, Witness};
 
 use super::super::exposure::{self, KeyExposure};
 use super::super::scan::{self, Interval};
-use super::super::search::ABSENT;
+use super::super::search::{ABSENT, cancelled};
 use super::super::witness::{self, event_phrase, witness_op_at};
 use super::super::{Action, Finding, KeyOp, KeyVerdict, check_key, split_by_key};
 use super::frontier::{self, Advance, MAX_PENDING, Possible};
@@ -65,6 +65,8 @@ pub(crate) struct Limits {
     pub(crate) retain: usize,
     /// Operations one open window may hold without a cut.
     pub(crate) max_window: usize,
+    /// Nodes a window's exhaustive search may visit.
+    pub(crate) window_nodes: usize,
     pub(crate) per_key_budget: Duration,
     /// The memo bytes the offline search may hold naming one key's anomalies.
     pub(crate) memo_bytes: usize,
@@ -104,6 +106,8 @@ pub(crate) struct KeyState {
     failure: Option<(Vec<Event>, String)>,
     pub(crate) ops: u64,
     pub(crate) known: u64,
+    /// What the offline search has spent on windows too big to explore.
+    searched: Duration,
 }
 
 fn action(op: &Op) -> Option<Action> {
@@ -200,6 +204,7 @@ impl KeyState {
             failure: None,
             ops: 0,
             known: 0,
+            searched: Duration::ZERO,
         }
     }
 
@@ -339,13 +344,13 @@ impl KeyState {
         }
         let mut turned = false;
         if self.health == Health::Healthy {
-            turned = self.advance(events, &ops);
+            turned = self.advance(events, &ops, limits);
         }
         self.keep(events, limits);
         turned
     }
 
-    fn advance(&mut self, events: &[Event], ops: &[KeyOp]) -> bool {
+    fn advance(&mut self, events: &[Event], ops: &[KeyOp], limits: &Limits) -> bool {
         // An unknown read changes nothing and accepts anything: it
         // constrains nothing (the offline search leaves it out too).
         let completed: Vec<KeyOp> = ops.iter().copied().filter(|o| !o.is_info()).collect();
@@ -360,7 +365,36 @@ impl KeyState {
             ));
             return false;
         }
-        match frontier::advance(&self.frontier, &infos, &completed) {
+        match frontier::advance(&self.frontier, &infos, &completed, limits.window_nodes) {
+            outcome @ (Advance::Possible(_) | Advance::Illegal) => {
+                self.settle(outcome, events, infos)
+            }
+            Advance::TooBig(reason) if !infos.is_empty() || cancelled() => {
+                self.give_up(reason);
+                false
+            }
+            Advance::TooBig(_) => {
+                // Too many orders to explore them all: ask the offline
+                // search for each possible end state instead, out of the
+                // key's search budget.
+                let began = Instant::now();
+                let left = limits.per_key_budget.saturating_sub(self.searched);
+                let outcome = frontier::by_end_state(
+                    &self.frontier,
+                    &completed,
+                    began + left,
+                    limits.memo_bytes,
+                );
+                self.searched += began.elapsed();
+                self.settle(outcome, events, infos)
+            }
+        }
+    }
+
+    /// Takes a window's outcome: the states it may leave, or the failure.
+    /// True when the key just turned illegal.
+    fn settle(&mut self, outcome: Advance, events: &[Event], infos: Vec<KeyOp>) -> bool {
+        match outcome {
             Advance::Possible(states) => {
                 self.frontier = states;
                 self.infos = infos;

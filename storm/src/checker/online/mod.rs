@@ -78,6 +78,9 @@ pub struct OnlineOptions {
     /// The most memory the searches naming anomalies may hold at once,
     /// shared by the threads (`None`: 1 GiB per thread).
     pub memory: Option<usize>,
+    /// Nodes one window's search for every state it may leave may visit;
+    /// past it the window is decided one end state at a time.
+    pub window_nodes: usize,
 }
 
 impl OnlineOptions {
@@ -91,6 +94,7 @@ impl OnlineOptions {
             anomalies: Arc::new(AtomicU64::new(0)),
             retain_total: RETAIN_TOTAL,
             memory: options.memory,
+            window_nodes: frontier::MAX_NODES,
         }
     }
 }
@@ -202,6 +206,7 @@ impl OnlineChecker {
                 limits: Limits {
                     retain,
                     max_window: MAX_WINDOW,
+                    window_nodes: options.window_nodes,
                     per_key_budget: options.per_key_budget,
                     memo_bytes: options
                         .memory
