@@ -3,9 +3,10 @@
 //! (default 60) checked in full as it runs, printing the operations checked,
 //! the resident set every second (flat: memory is bounded by the open
 //! windows, not the storm's length) and its peak; then the same storm shape
-//! for `MAPCHAOS_BENCH_COMPARE_SECONDS` (default 10) checked online, and
-//! recorded then checked offline (the path before the online checker, a
-//! `check.maxOps` prefix), side by side. This prints; it asserts nothing.
+//! for `MAPCHAOS_BENCH_COMPARE_SECONDS` (default 10) unchecked, checked
+//! online, and recorded then checked offline (the path before the online
+//! checker, a `check.maxOps` prefix), side by side, with the throughput
+//! ratios. This prints; it asserts nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,8 +37,19 @@ fn status_kib(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// How a storm of the bench is judged.
+#[derive(Clone, Copy, PartialEq)]
+enum Judged {
+    /// Not at all: latency, throughput and errors only.
+    Unchecked,
+    /// By the online checker as it runs.
+    Online,
+    /// Recorded, for the offline check afterwards.
+    Recorded,
+}
+
 /// The quick start's storm: 16 workers on 200 zipf-hot keys, with SCANs.
-fn plan(seconds: u64, online: bool) -> StormPlan {
+fn plan(seconds: u64, judged: Judged) -> StormPlan {
     let mut storm = StormSpec {
         workers: 16,
         mix: OpMix {
@@ -56,7 +68,7 @@ fn plan(seconds: u64, online: bool) -> StormPlan {
         storm,
         check: CheckSpec {
             // The old path records and checks afterwards: only record here.
-            history: online,
+            history: judged == Judged::Online,
             ..CheckSpec::default()
         },
         abort: Default::default(),
@@ -64,7 +76,7 @@ fn plan(seconds: u64, online: bool) -> StormPlan {
         seed: 5,
         check_threads: 1,
         check_memory: None,
-        record_history: !online,
+        record_history: judged == Judged::Recorded,
     }
 }
 
@@ -103,7 +115,7 @@ fn main() {
     let seconds = env("MAPCHAOS_BENCH_SECONDS", 60);
     println!("online check of a {seconds} s in-process storm (16 workers, 200 zipf keys):");
     let rss_before = status_kib("VmRSS");
-    let (outcome, samples, peak) = storm(&plan(seconds, true), true);
+    let (outcome, samples, peak) = storm(&plan(seconds, Judged::Online), true);
     let report = &outcome.report;
     let checked = report.check.as_ref().expect("checked online");
     println!(
@@ -125,10 +137,13 @@ fn main() {
     );
 
     let compare = env("MAPCHAOS_BENCH_COMPARE_SECONDS", 10);
-    println!("\nthe same storm for {compare} s, online vs recorded then checked offline:");
-    let (online, _, online_peak) = storm(&plan(compare, true), false);
+    println!(
+        "\nthe same storm for {compare} s, unchecked, online, and recorded then checked offline:"
+    );
+    let (unchecked, _, unchecked_peak) = storm(&plan(compare, Judged::Unchecked), false);
+    let (online, _, online_peak) = storm(&plan(compare, Judged::Online), false);
     let online_check = online.report.check.as_ref().expect("checked");
-    let (recorded, _, recorded_peak) = storm(&plan(compare, false), false);
+    let (recorded, _, recorded_peak) = storm(&plan(compare, Judged::Recorded), false);
     let history = recorded.history.as_ref().expect("recorded");
     let started = Instant::now();
     let offline = check(
@@ -140,14 +155,19 @@ fn main() {
     );
     let check_time = started.elapsed();
     println!(
-        "  online:   {:>9.0} ops/s storming, {} ops checked, verdict {:?}, peak rss {:.1} MiB",
+        "  unchecked: {:>9.0} ops/s storming, peak rss {:.1} MiB",
+        unchecked.report.ops_per_second,
+        unchecked_peak as f64 / 1024.0
+    );
+    println!(
+        "  online:    {:>9.0} ops/s storming, {} ops checked, verdict {:?}, peak rss {:.1} MiB",
         online.report.ops_per_second,
         online_check.ops_checked,
         online.report.verdict,
         online_peak as f64 / 1024.0
     );
     println!(
-        "  recorded: {:>9.0} ops/s storming, then {} ops checked in {:.2} s{}, verdict {:?}, peak rss {:.1} MiB",
+        "  recorded:  {:>9.0} ops/s storming, then {} ops checked in {:.2} s{}, verdict {:?}, peak rss {:.1} MiB",
         recorded.report.ops_per_second,
         offline.ops_checked,
         check_time.as_secs_f64(),
@@ -159,8 +179,12 @@ fn main() {
         offline.verdict,
         recorded_peak as f64 / 1024.0
     );
+    let ratio = |a: &StormOutcome, b: &StormOutcome| {
+        a.report.ops_per_second / b.report.ops_per_second.max(1.0)
+    };
     println!(
-        "  storm throughput online / recorded: {:.2}x",
-        online.report.ops_per_second / recorded.report.ops_per_second.max(1.0)
+        "  storm throughput online / unchecked: {:.2}x, online / recorded: {:.2}x",
+        ratio(&online, &unchecked),
+        ratio(&online, &recorded)
     );
 }
