@@ -42,7 +42,7 @@ pub(crate) enum Advance {
 pub(crate) const MAX_PENDING: usize = 32;
 /// Nodes one window's exhaustive search may visit before the window is
 /// decided one end state at a time instead (see [`by_end_state`]).
-pub(crate) const MAX_NODES: usize = 1 << 20;
+pub(crate) const MAX_NODES: usize = 1 << 16;
 /// Successors per node allowed (each a model step and a memo probe): bounds
 /// the work on windows of very many overlapping operations.
 const TRIES_PER_NODE: usize = 8;

@@ -6,11 +6,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use mapchaos_api::timeline::KeyTimeline;
 use mapchaos_api::{AnomalyKind, Witness};
 
 use super::super::exposure::{self, KeyExposure};
 use super::super::scan::{self, Interval};
 use super::super::search::{ABSENT, cancelled};
+use super::super::timeline;
 use super::super::witness::{self, event_phrase, witness_op_at};
 use super::super::{Action, Finding, KeyOp, KeyVerdict, check_key, split_by_key};
 use super::frontier::{self, Advance, MAX_PENDING, Possible};
@@ -606,6 +608,7 @@ impl KeyState {
             .chain([scan])
             .map(|e| witness_op_at(start, e, key))
             .collect();
+        let timeline = scan_timeline(kind, cause.as_ref(), scan, key, start);
         self.scan_findings.push((
             kind,
             Witness {
@@ -614,7 +617,7 @@ impl KeyState {
                 operations,
                 longest_prefix: None,
                 explanation,
-                timeline: None,
+                timeline,
             },
         ));
         !std::mem::replace(&mut self.counted, true)
@@ -700,6 +703,42 @@ impl KeyState {
         };
         judged_from(&history, &[finding], witnesses)
     }
+}
+
+/// A SCAN witness's timeline: the operation that made the key's presence
+/// (or absence) certain and the SCAN (the window around them is gone), drawn
+/// as the offline checker draws them, on a history of this key alone (every
+/// other key the SCAN returned stands in as one other key).
+fn scan_timeline(
+    kind: AnomalyKind,
+    cause: Option<&Event>,
+    scan: &Event,
+    key: KeyId,
+    start: u64,
+) -> Option<KeyTimeline> {
+    let Op::Scan { found } = &scan.op else {
+        return None;
+    };
+    let found: Box<[KeyId]> = found.iter().map(|&k| KeyId::from(k != key)).collect();
+    let mut events: Vec<Event> = cause.map(|e| rekey(e, 0)).into_iter().collect();
+    events.push(Event {
+        op: Op::Scan { found },
+        ..scan.clone()
+    });
+    let history = History::new(vec![Vec::new(), vec![0]], start, false, events).ok()?;
+    let ops = split_by_key(&history)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let finding = Finding {
+        kind,
+        key: 0,
+        events: (0..history.events().len() as u32).collect(),
+        culprit: None,
+        explanation: String::new(),
+        prefix: None,
+    };
+    Some(timeline::build(&history, &ops, &finding, None))
 }
 
 fn judged_from(history: &History, findings: &[Finding], witnesses: bool) -> Judged {

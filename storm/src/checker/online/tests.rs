@@ -48,6 +48,11 @@ fn assert_agree(history: &History) -> CheckReport {
         "{online:#?}\n{offline:#?}"
     );
     assert_eq!(kinds_by_key(&online), kinds_by_key(&offline));
+    // Every witness comes with its key's timeline, as offline.
+    assert!(
+        online.witnesses.iter().all(|w| w.timeline.is_some()),
+        "{online:#?}"
+    );
     assert_eq!(online.exposures, offline.exposures);
     assert_eq!(online.max_overlap, offline.max_overlap);
     assert_eq!(
