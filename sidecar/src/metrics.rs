@@ -4,8 +4,8 @@
 
 use mapchaos_api::report::{AnomalyKind, ExposureKind};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets, 10 µs to ~2.6 s, by factors of 2.
@@ -57,6 +57,12 @@ pub struct SidecarMetrics {
     /// refused (`max_connections`) or cut (`header_timeout`, `idle_timeout`,
     /// `request_timeout`).
     pub http_dropped: IntCounterVec,
+    /// `mapchaos_delete_visibility_seconds{read_endpoint,quantile}`: with a
+    /// read/write split, how long deleted values stayed readable on each
+    /// read endpoint after their DEL returned (the last storm's p50, p99 and
+    /// max as quantile 0.5, 0.99, 1). `read_endpoint` is its 1-based place
+    /// among `--reads`, never its address.
+    pub delete_visibility: GaugeVec,
 }
 
 impl SidecarMetrics {
@@ -161,8 +167,18 @@ impl SidecarMetrics {
         )
         .expect("valid metric");
 
+        let delete_visibility = GaugeVec::new(
+            Opts::new(
+                "mapchaos_delete_visibility_seconds",
+                "With a read/write split: how long deleted values stayed readable on a read endpoint after their DEL returned, by its place among the read endpoints and quantile (0.5, 0.99, 1 = max) of the last storm.",
+            ),
+            &["read_endpoint", "quantile"],
+        )
+        .expect("valid metric");
+
         for collector in [
-            Box::new(ops.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(delete_visibility.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ops.clone()),
             Box::new(op_duration.clone()),
             Box::new(race_exposures.clone()),
             Box::new(anomalies.clone()),
@@ -224,6 +240,7 @@ impl SidecarMetrics {
             protocol_errors,
             http_connections,
             http_dropped,
+            delete_visibility,
         }
     }
 
@@ -242,6 +259,19 @@ impl SidecarMetrics {
             }
         }
         self.restored_keys.inc_by(report.restored_keys);
+        for (place, endpoint) in report.read_endpoints.iter().enumerate() {
+            let place = (place + 1).to_string();
+            let lag = &endpoint.delete_visibility;
+            for (quantile, micros) in [
+                ("0.5", lag.p50_micros),
+                ("0.99", lag.p99_micros),
+                ("1", lag.max_micros),
+            ] {
+                self.delete_visibility
+                    .with_label_values(&[place.as_str(), quantile])
+                    .set(micros as f64 / 1e6);
+            }
+        }
     }
 
     /// The registry in Prometheus's text exposition format.

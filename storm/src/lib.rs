@@ -5,6 +5,7 @@ pub mod app_traffic;
 pub mod checker;
 pub mod client;
 pub mod cluster;
+pub mod endpoint;
 pub mod error;
 pub mod glob;
 pub mod history;
@@ -15,7 +16,9 @@ mod resp_restore;
 pub mod restore;
 pub mod runner;
 pub mod series;
+pub mod split;
 pub mod verdict;
+pub mod visibility;
 pub mod workload;
 
 pub use checker::online::{Feeder, OnlineChecker, OnlineOptions, check_online};

@@ -104,6 +104,31 @@ pub fn render(report: &StormReport) -> String {
             report.keys_excluded
         );
     }
+    if !report.read_endpoints.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "  reads    delete visibility: how long a deleted value stayed readable after its DEL returned"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<40} {:>8} {:>10} {:>10} {:>10} {:>10}",
+            "endpoint", "deletes", "read late", "p50", "p99", "max"
+        );
+        for endpoint in &report.read_endpoints {
+            let lag = &endpoint.delete_visibility;
+            let _ = writeln!(
+                out,
+                "  {:<40} {:>8} {:>10} {:>10} {:>10} {:>10}",
+                endpoint.endpoint,
+                lag.deletes,
+                lag.read_late,
+                micros(lag.p50_micros),
+                micros(lag.p99_micros),
+                micros(lag.max_micros)
+            );
+        }
+    }
     let _ = writeln!(out);
     match &report.check {
         Some(check) => out.push_str(&render_check(check)),

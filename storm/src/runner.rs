@@ -52,8 +52,19 @@ const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
 
 /// A map a storm can run against.
 pub trait StormTarget: Sync {
-    /// A new connection for one worker (workers never share one).
+    /// A new connection (the preparer's, the restore's).
     fn connect(&self) -> Result<Box<dyn MapClient>, ClientError>;
+    /// A new connection for storm worker `worker` (workers never share one).
+    fn connect_worker(&self, worker: u32) -> Result<Box<dyn MapClient>, ClientError> {
+        let _ = worker;
+        self.connect()
+    }
+    /// With a read/write split: each read endpoint (as shown) and the
+    /// workers of `workers` reading there.
+    fn read_endpoints(&self, workers: u32) -> Vec<(String, Vec<crate::ClientId>)> {
+        let _ = workers;
+        Vec::new()
+    }
     /// The map's size and memory now.
     fn memory(&self) -> MemorySnapshot;
     /// What this is, for the report (`in-process:sharded`, `redis://…`).
@@ -635,6 +646,15 @@ pub fn run(
         let history = history.as_ref().filter(|_| !control.is_interrupted());
         c.report(&keyspace.keys, history)
     });
+    let endpoints = target.read_endpoints(workers);
+    if !endpoints.is_empty() {
+        if let Some(history) = &history {
+            report.read_endpoints = crate::visibility::measure(history, &endpoints);
+        }
+        if let Some(check) = &mut report.check {
+            crate::visibility::annotate(&mut check.witnesses, &endpoints);
+        }
+    }
     control.set_phase(if stop_reason == StopReason::DurationElapsed {
         StormPhase::Completed
     } else {
@@ -976,7 +996,7 @@ fn run_worker(
 ) -> Result<WorkerResult, ClientError> {
     // Before connecting: a worker that cannot connect still says it is done.
     let mut feeder = shared.online.map(|online| online.feeder(worker));
-    let mut client = target.connect()?;
+    let mut client = target.connect_worker(worker)?;
     let mut observer = target.observer();
     let plan = shared.plan;
     let mut rng = worker_rng(plan.seed, worker);
@@ -1433,6 +1453,7 @@ fn build_report(
         }),
         // The sidecar fills it from its delete journal.
         deletes: None,
+        read_endpoints: Vec::new(),
         keys_excluded,
         verdict: Verdict::Inconclusive,
         verdict_reason: String::new(),

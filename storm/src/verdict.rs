@@ -14,7 +14,8 @@ pub struct Judging {
     /// (`AbortSpec::error_rate_limit`).
     pub max_error_rate: f64,
     /// Other clients may write the stormed keys unseen (`--target` on
-    /// existing keys without `--exclusive`), so anomalies are no evidence.
+    /// existing keys without `--exclusive`): only anomalies no unseen write
+    /// could explain are evidence (docs/checker-open-world.md).
     pub open_world: bool,
 }
 
@@ -47,6 +48,17 @@ fn judged(report: &StormReport, judging: &Judging) -> (Verdict, String) {
             format!("{anomalous} keys show anomalies; the witnesses are the evidence.{stopped}"),
         );
     }
+    let proven = check.map_or(0, |c| c.open_world_anomalies);
+    if proven > 0 && judging.open_world {
+        return (
+            Verdict::Fail,
+            format!(
+                "{proven} of the {anomalous} keys with anomalies read back a value the storm \
+                 wrote after it was deleted or overwritten: no write by another client can \
+                 explain that (docs/checker-open-world.md); the witnesses are the evidence."
+            ),
+        );
+    }
     if let StopReason::AbortCondition(why) = &report.stop_reason {
         return (
             Verdict::Aborted,
@@ -75,10 +87,12 @@ fn judged(report: &StormReport, judging: &Judging) -> (Verdict, String) {
         return (
             Verdict::Inconclusive,
             format!(
-                "{anomalous} keys show anomalies, but other clients of the target may have \
-                 written them while the storm ran, and the storm cannot see their writes. Stop \
+                "{anomalous} keys show anomalies ({}), but other clients of the target may have \
+                 written them while the storm ran, and the storm cannot see their writes: an \
+                 unseen SET or DEL explains each of these (docs/checker-open-world.md). Stop \
                  the application's writes and rerun with --exclusive, or storm in the sidecar, \
-                 which sees them."
+                 which sees them.",
+                check.map(kinds_found).unwrap_or_default()
             ),
         );
     }
@@ -136,6 +150,17 @@ pub fn check_verdict(check: &CheckReport) -> (Verdict, String) {
             "the storm raced, and every key's history is linearizable.".into(),
         ),
     }
+}
+
+/// The anomaly kinds found, for a reason: `stale_read 2, lost_delete 1`.
+fn kinds_found(check: &CheckReport) -> String {
+    let kinds: Vec<String> = check
+        .anomalies
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(kind, n)| format!("{} {n}", kind.as_str()))
+        .collect();
+    kinds.join(", ")
 }
 
 fn error_share(errors: u64, ops: u64) -> f64 {

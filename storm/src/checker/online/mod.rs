@@ -327,6 +327,8 @@ impl OnlineChecker {
             truncated: false,
             scan_duplicates: duplicates,
             verdict,
+            // Its findings are not judged for an open world: never proof there.
+            open_world_anomalies: 0,
             online: true,
             unknown_reasons,
         }
