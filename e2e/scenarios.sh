@@ -582,7 +582,7 @@ check "liveabort: the target's storm was stopped early (Aborted) with anomalies,
     .status.targets | length == 1 and .[0].phase == "Aborted" and .[0].anomalies > 0 and .[0].verdict == "Fail"' <<<"$LA"
 check "liveabort: the target's message gives the stop reason (abort.maxAnomalies 0)" jqe '
     .status.targets[0].message | test("anomalies while the storm ran, more than abort.maxAnomalies 0")' <<<"$LA"
-check "liveabort: the MapChaos verdict is Fail" jqe '.status.verdict == "Fail"' <<<"$LA"
+check "liveabort: the MapChaos summary and its run give verdict Fail" jqe '.status.summary.verdict == "Fail" and .status.runs[-1].verdict == "Fail"' <<<"$LA"
 eventually 20 "liveabort: a Warning StormAborted Event gives the stop reason" bash -c "
     k get events --field-selector involvedObject.kind=MapChaos,involvedObject.name=liveabort -o json |
         jqe '[.items[] | select(.type == \"Warning\" and .reason == \"StormAborted\" and (.message | test(\"abort.maxAnomalies 0\")))] | length == 1'"

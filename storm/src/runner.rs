@@ -405,7 +405,10 @@ pub fn run(
     // is checked offline after the storm, a prefix of at most maxOps.
     let online_check =
         plan.check.history && !(plan.check.include_clients && target.app_tap().is_some());
-    let record = plan.record_history || (plan.check.history && !online_check);
+    // The delete-visibility figures of a read/write split and a cluster's
+    // per-node exposures are measured from the recorded history too.
+    let measured = target.cluster().is_some() || !target.read_endpoints(1).is_empty();
+    let record = plan.record_history || (plan.check.history && (!online_check || measured));
     let budget = RecordBudget::new(if record {
         usize::try_from(plan.check.max_ops).unwrap_or(usize::MAX)
     } else {
@@ -626,6 +629,17 @@ pub fn run(
         }
         _ => Vec::new(),
     };
+    let cluster = target.cluster().map(|c| {
+        let history = history.as_ref().filter(|_| !control.is_interrupted());
+        c.report(&keyspace.keys, history)
+    });
+    let endpoints = target.read_endpoints(workers);
+    let read_endpoints = match &history {
+        Some(history) if !endpoints.is_empty() => {
+            Some(crate::visibility::measure(history, &endpoints))
+        }
+        _ => None,
+    };
     let history = history.filter(|_| plan.record_history);
 
     let mut report = build_report(
@@ -642,14 +656,9 @@ pub fn run(
         client_latency,
     );
     report.series = Some(series.finish(exposures));
-    let cluster = target.cluster().map(|c| {
-        let history = history.as_ref().filter(|_| !control.is_interrupted());
-        c.report(&keyspace.keys, history)
-    });
-    let endpoints = target.read_endpoints(workers);
     if !endpoints.is_empty() {
-        if let Some(history) = &history {
-            report.read_endpoints = crate::visibility::measure(history, &endpoints);
+        if let Some(measured) = read_endpoints {
+            report.read_endpoints = measured;
         }
         if let Some(check) = &mut report.check {
             crate::visibility::annotate(&mut check.witnesses, &endpoints);
