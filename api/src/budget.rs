@@ -26,13 +26,6 @@ use crate::spec::{CheckSpec, KeySource, StormSpec};
 /// its index (a hash map to the key id) and the history's copy of the list,
 /// each an allocation with its header, plus the checker's per-key state.
 pub const KEY_TABLE_BYTES: u64 = 240;
-/// The online checker's state of one key while a checked storm runs (its
-/// open window, possible states, certain spans and bookkeeping, in a hash
-/// map entry), besides the operations it holds, which the history's
-/// per-operation cost covers: its fields' size with room for allocator
-/// rounding, held to the estimate by `storm_footprint`'s 50,000-key SCAN
-/// storm.
-pub const ONLINE_KEY_BYTES: u64 = 512;
 /// Copies of a key's bytes the storm holds (list, index, history).
 pub const KEY_COPIES: u64 = 3;
 /// One key in the map engine, besides its key and value bytes (its B-tree
@@ -105,8 +98,6 @@ pub struct Footprint {
     pub history: u64,
     /// The key ids of the SCANs the workers are running.
     pub scans: u64,
-    /// The online checker's per-key state (a checked storm).
-    pub online: u64,
     /// The least the checker's search needs, plus fixed costs.
     pub base: u64,
 }
@@ -120,7 +111,6 @@ impl Footprint {
             self.workers,
             self.history,
             self.scans,
-            self.online,
             self.base,
         ]
         .iter()
@@ -136,7 +126,6 @@ impl Footprint {
             ("workers", self.workers),
             ("history", self.history),
             ("scans", self.scans),
-            ("online check", self.online),
             ("base", self.base),
         ];
         parts.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
@@ -226,11 +215,6 @@ impl StormShape {
         } else {
             mul(mul(u64::from(storm.workers), count), SCANNED_KEY_BYTES)
         };
-        let online = if self.check.history {
-            mul(count, ONLINE_KEY_BYTES)
-        } else {
-            0
-        };
         Footprint {
             keyspace,
             map,
@@ -238,7 +222,6 @@ impl StormShape {
             workers,
             history,
             scans,
-            online,
             base: BASE_BYTES + MIN_CHECK_MEMORY,
         }
     }
@@ -447,7 +430,7 @@ mod tests {
         let cases: [Case; 7] = [
             ("storm.keys.count", |s| s.storm.keys.count = 100_000_000),
             ("storm.keys.valueSize", |s| {
-                s.storm.keys.count = 500_000;
+                s.storm.keys.count = 1_000_000;
                 s.storm.keys.value_size = 1 << 20
             }),
             ("storm.keys.prefix", |s| {

@@ -326,26 +326,8 @@ pub struct CheckReport {
     pub truncated: bool,
     /// Keys a SCAN returned more than once (allowed by Redis; for information).
     pub scan_duplicates: u64,
-    /// Keys with an anomaly that no write by another client could explain (a
-    /// GET returned a value only a storm SET wrote, after that value was
-    /// deleted or overwritten; see docs/checker-open-world.md): what an
-    /// open-world verdict fails on.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub open_world_anomalies: u64,
     /// Pass, Fail or Inconclusive.
     pub verdict: Verdict,
-    /// Checked online, as the storm ran: every operation, whatever
-    /// `check.maxOps` bounds the saved history to.
-    #[serde(default)]
-    pub online: bool,
-    /// Why keys are unknown, when the online checker gave them up (the
-    /// first few distinct reasons).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unknown_reasons: Vec<String>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// Why a check proved nothing, or `None` when it proved something (a pass
@@ -526,9 +508,6 @@ mod tests {
             ops_known: 90,
             truncated: false,
             scan_duplicates: 0,
-            online: false,
-            unknown_reasons: Vec::new(),
-            open_world_anomalies: 0,
             verdict: Verdict::Fail,
         };
         // Key a: stale read and lost delete; key b: stale read only.

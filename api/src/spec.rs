@@ -447,14 +447,14 @@ impl Default for Hotspot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckSpec {
-    /// Check the storm: online, every operation, as it runs. Without it only
-    /// latency, throughput and errors are reported.
+    /// Record the history and check it. Without it only latency, throughput
+    /// and errors are reported.
     #[serde(default = "default_true")]
     pub history: bool,
-    /// Most operations of the saved history (`mapchaos run --history`, the
-    /// sidecar's history endpoint; a SCAN counts one more for every 16 keys
-    /// it returned); the check covers every operation anyway, online. It
-    /// sizes the storm's memory (see `storm.memoryBudget`).
+    /// Most operations recorded (a SCAN counts one more for every 16 keys it
+    /// returned); past it recording stops and the report says the check
+    /// covers only a prefix. It sizes the storm's memory (see
+    /// `storm.memoryBudget`).
     #[serde(default = "default_max_ops")]
     pub max_ops: u64,
     /// Time budget of the linearizability search for one key; a key that
@@ -506,8 +506,8 @@ impl Default for CheckSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AbortSpec {
-    /// Stop (and restore) once more than this many keys show anomalies,
-    /// counted by the online checker as the storm runs; the verdict is FAIL.
+    /// Stop once more than this many anomalies are found (checked as the
+    /// storm runs where the checker can; always at the end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_anomalies: Option<u64>,
     /// Stop when the share of failed operations exceeds this, as a decimal

@@ -125,36 +125,6 @@ pub struct MemorySnapshot {
     pub rss_bytes: Option<u64>,
 }
 
-/// One read endpoint of a read/write split (a replica, say).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReadEndpoint {
-    /// Its URL, without a password.
-    pub endpoint: String,
-    /// The workers whose GETs, EXISTS and SCANs went there.
-    pub workers: Vec<u32>,
-    /// How long a deleted value stayed readable there after its DEL
-    /// returned (from the primary), measured from the history.
-    pub delete_visibility: DeleteVisibility,
-}
-
-/// The delete-visibility lag of one read endpoint. A measurement is one
-/// acknowledged DEL followed, before the key's next SET was sent, by GETs
-/// of the key on this endpoint: the time from the DEL's return to the send
-/// of the last of those GETs that still returned a value written before the
-/// DEL (a lower bound), or 0 when none did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeleteVisibility {
-    /// DELs measured.
-    pub deletes: u64,
-    /// Of those, the ones whose value was read back after the DEL returned.
-    pub read_late: u64,
-    pub p50_micros: u64,
-    pub p99_micros: u64,
-    pub max_micros: u64,
-}
-
 /// Everything a storm found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -205,10 +175,6 @@ pub struct StormReport {
     /// existing keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletes: Option<crate::audit::DeleteJournalSummary>,
-    /// With a read/write split (`--reads`): each read endpoint, the workers
-    /// reading there, and how long deleted values stayed readable there.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub read_endpoints: Vec<ReadEndpoint>,
     /// Keys left out of the check because the application changed them in
     /// ways the history does not hold: without `check.includeClients`,
     /// existing keys where a read returned a value the storm did not write;
@@ -256,10 +222,6 @@ pub struct StormStatus {
     pub ops: u64,
     /// Failed operations so far.
     pub errors: u64,
-    /// Keys the online checker has found anomalous so far (the report, once
-    /// final, names them).
-    #[serde(default)]
-    pub anomalies: u64,
     /// Milliseconds the workers have run.
     pub elapsed_millis: u64,
     /// The final report, once the phase is final.

@@ -20,8 +20,6 @@ pub const MAX_CHECK_THREADS: usize = 1024;
 
 /// A `--target` that is not a Redis URL, said before anything connects.
 pub fn target_url(url: &str) -> Result<(), String> {
-    // Every message shows the URL without its password.
-    let url = &mapchaos_storm::endpoint::redact(url);
     let hint = "write redis://HOST:PORT (or unix:///path for a socket)";
     let scheme_ok = [
         "redis://",
@@ -36,7 +34,9 @@ pub fn target_url(url: &str) -> Result<(), String> {
     if !scheme_ok {
         return Err(format!("--target {url:?} is not a Redis URL: {hint}"));
     }
-    Ok(())
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| format!("--target {url:?} is not a Redis URL ({e}): {hint}"))
 }
 
 /// Whether `path` can take the file a flag writes at the end of the storm:

@@ -20,10 +20,8 @@ use mapchaos_sidecar::metrics::SidecarMetrics;
 use mapchaos_sidecar::storm_target::{EngineTarget, WithMetrics};
 use mapchaos_storm::client::RespTarget;
 use mapchaos_storm::cluster::ClusterTarget;
-use mapchaos_storm::endpoint::{Endpoint, EndpointOptions, TlsFiles};
 use mapchaos_storm::restore::RestoreOutcome;
 use mapchaos_storm::runner::{self, StormControl, StormPlan, StormTarget};
-use mapchaos_storm::split::SplitTarget;
 use mapchaos_storm::verdict::Judging;
 
 use crate::exit::{Exit, exit_for_verdict};
@@ -96,40 +94,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// Storm a Redis-protocol server instead of an embedded engine:
-    /// `redis://[user:password@]host:port[/db]`, `rediss://...` for TLS, or
-    /// `unix:///path`. The password may come from MAPCHAOS_TARGET_PASSWORD
-    /// instead (used when the URL has none); it is never printed. Synthetic
-    /// storms write only keys under `spec.storm.keys.prefix`.
-    /// A Redis Cluster node as the URL (a seed) is detected: the storm then
-    /// routes each key to its slot's primary, follows MOVED and ASK, scans
-    /// every primary, and reports per node.
+    /// Storm a Redis-protocol server (`redis://host:port`) instead of an
+    /// embedded engine. Synthetic storms write only keys under
+    /// `spec.storm.keys.prefix`. A Redis Cluster node as the URL (a seed) is
+    /// detected: the storm then routes each key to its slot's primary,
+    /// follows MOVED and ASK, scans every primary, and reports per node.
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
-
-    /// With a `rediss://` --target: the CA certificate (PEM) that signs the
-    /// server's certificate (default: the system's trust store). The
-    /// server's name is the URL's host.
-    #[arg(long, value_name = "FILE", requires = "target")]
-    pub tls_ca: Option<PathBuf>,
-
-    /// With a `rediss://` --target: a client certificate (PEM) for servers
-    /// that ask for one; needs --tls-key.
-    #[arg(long, value_name = "FILE", requires_all = ["target", "tls_key"])]
-    pub tls_cert: Option<PathBuf>,
-
-    /// The private key (PEM) of --tls-cert.
-    #[arg(long, value_name = "FILE", requires_all = ["target", "tls_cert"])]
-    pub tls_key: Option<PathBuf>,
-
-    /// A read endpoint of --target (a replica), repeatable: GETs, EXISTS and
-    /// SCANs go there, SETs and DELs (and the preparation and restore) to
-    /// --target. Worker w reads from the ((w-1) mod n)-th, so each endpoint
-    /// needs a worker. Same URL, password and TLS rules as --target. The
-    /// report gives, per endpoint, how long deleted values stayed readable
-    /// there after their DEL returned (p50/p99/max), and stale reads name it.
-    #[arg(long = "reads", value_name = "URL", requires = "target")]
-    pub reads: Vec<String>,
 
     /// The embedded engine: `sharded` (correct) or `lagging` (deliberately
     /// broken: reads lag behind deletes, to see the checker catch it).
@@ -165,9 +136,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Record the history (at most `check.maxOps` operations; the check
-    /// covers every operation anyway) and save it here (JSON), for
-    /// `mapchaos check`.
+    /// Save the recorded history here (JSON), for `mapchaos check`.
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
 
@@ -186,14 +155,12 @@ pub struct RunArgs {
     pub check_threads: usize,
 
     /// With `--target` and `keys.source: existing`: you promise that no other
-    /// client writes the stormed keys while the storm runs, so every anomaly
-    /// counts as evidence. Without it the verdict is open-world: FAIL only
-    /// for anomalies no unseen write can explain (a GET returning a value
-    /// the storm wrote after it was deleted or overwritten), INCONCLUSIVE
-    /// (exit 3) for the rest: the storm cannot see other clients' writes,
-    /// and an application writing its keys looks exactly like a map losing
-    /// a delete (docs/checker-open-world.md). (A storm in the sidecar sees
-    /// the application's commands and needs no promise.)
+    /// client writes the stormed keys while the storm runs, so anomalies
+    /// count as evidence. Without it, anomalies there leave the verdict
+    /// INCONCLUSIVE (exit 3): the storm cannot see other clients' writes, and
+    /// an application writing its keys looks exactly like a map losing a
+    /// delete. (A storm in the sidecar sees the application's commands and
+    /// needs no promise.)
     #[arg(long)]
     pub exclusive: bool,
 
@@ -286,30 +253,13 @@ pub fn run(args: RunArgs) -> Exit {
         seed,
         check_threads: args.check_threads,
         check_memory: None,
-        record_history: args.history.is_some(),
     };
 
     let metrics = Arc::new(SidecarMetrics::new());
     let restores = spec.storm.restore && spec.storm.keys.source == KeySource::Existing;
-    let endpoints = match target_endpoints(&args) {
-        Ok(endpoints) => endpoints,
-        Err(message) => return Exit::bad_input(message),
-    };
-    if let Some((_, reads)) = &endpoints
-        && reads.len() > spec.storm.workers.max(1) as usize
-    {
-        return Exit::bad_input(format!(
-            "--reads gives {} read endpoints, but spec.storm.workers is {}: each endpoint needs a \
-             worker to read from it (raise --workers to at least {})",
-            reads.len(),
-            spec.storm.workers,
-            reads.len()
-        ));
-    }
-    let (engine, target): (Option<Arc<dyn MapEngine>>, Box<dyn StormTarget>) = match endpoints {
-        Some((primary, reads)) => match detect_cluster(&args, reads.is_empty()) {
+    let (engine, target): (Option<Arc<dyn MapEngine>>, Box<dyn StormTarget>) = match &args.target {
+        Some(url) => match ClusterTarget::detect(url, args.request_timeout.0) {
             Ok(Some(mut cluster)) => {
-                let url = primary.shown();
                 if restores
                     && let Err(exit) = watch_app_writes(|| cluster.watch_app_writes(), url, &args)
                 {
@@ -326,43 +276,27 @@ pub fn run(args: RunArgs) -> Exit {
                     }),
                 )
             }
-            Ok(None) => match RespTarget::at(primary.clone(), args.request_timeout.0) {
+            Ok(None) => match RespTarget::new(url, args.request_timeout.0) {
                 Ok(mut resp) => {
-                    let url = primary.shown();
                     if restores
                         && let Err(exit) = watch_app_writes(|| resp.watch_app_writes(), url, &args)
                     {
                         return exit;
                     }
-                    let primary_target = Box::new(WithMetrics {
-                        inner: resp,
-                        metrics: metrics.clone(),
-                    });
-                    if reads.is_empty() {
-                        (None, primary_target)
-                    } else {
-                        match SplitTarget::new(primary_target, reads, args.request_timeout.0) {
-                            Ok(split) => (None, Box::new(split)),
-                            Err((endpoint, error)) => {
-                                return Exit::cannot_run(format!(
-                                    "cannot reach --reads {endpoint}: {error}"
-                                ));
-                            }
-                        }
-                    }
+                    (
+                        None,
+                        Box::new(WithMetrics {
+                            inner: resp,
+                            metrics: metrics.clone(),
+                        }),
+                    )
                 }
                 Err(error) => {
-                    return Exit::cannot_run(format!(
-                        "cannot reach --target {}: {error}",
-                        primary.shown()
-                    ));
+                    return Exit::cannot_run(format!("cannot reach --target {url}: {error}"));
                 }
             },
             Err(error) => {
-                return Exit::cannot_run(format!(
-                    "cannot reach --target {}: {error}",
-                    primary.shown()
-                ));
+                return Exit::cannot_run(format!("cannot reach --target {url}: {error}"));
             }
         },
         None => {
@@ -656,49 +590,6 @@ fn watch_app_writes(
     )))
 }
 
-/// A Redis Cluster seed as --target, when it is one. Cluster detection
-/// takes the URL as given: it is tried without --reads, TLS files or
-/// MAPCHAOS_TARGET_PASSWORD only.
-fn detect_cluster(
-    args: &RunArgs,
-    no_reads: bool,
-) -> Result<Option<ClusterTarget>, mapchaos_storm::client::ClientError> {
-    let plain = no_reads
-        && args.tls_ca.is_none()
-        && args.tls_cert.is_none()
-        && std::env::var_os(PASSWORD_ENV).is_none();
-    match &args.target {
-        Some(url) if plain => ClusterTarget::detect(url, args.request_timeout.0),
-        _ => Ok(None),
-    }
-}
-
-/// The password for endpoints whose URL carries none.
-pub const PASSWORD_ENV: &str = "MAPCHAOS_TARGET_PASSWORD";
-
-/// `--target` with its credentials and TLS files, parsed and loaded before
-/// anything connects (a missing file or a bad combination is bad input).
-fn target_endpoints(args: &RunArgs) -> Result<Option<(Endpoint, Vec<Endpoint>)>, String> {
-    let Some(url) = &args.target else {
-        return Ok(None);
-    };
-    let options = EndpointOptions {
-        tls: TlsFiles {
-            ca: args.tls_ca.clone(),
-            cert: args.tls_cert.clone(),
-            key: args.tls_key.clone(),
-        },
-        password: std::env::var(PASSWORD_ENV).ok(),
-    };
-    let primary = Endpoint::parse(url, &options).map_err(|e| format!("--target: {e}"))?;
-    let reads = args
-        .reads
-        .iter()
-        .map(|url| Endpoint::parse(url, &options).map_err(|e| format!("--reads: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some((primary, reads)))
-}
-
 /// A random seed a manifest can carry (`spec.seed` is at most 2^53-1).
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
@@ -761,14 +652,8 @@ impl Progress {
         }
         self.bar.set_prefix(phase_name(live.phase));
         self.bar.set_position(live.elapsed.as_millis() as u64);
-        // Anomalies as the online checker finds them, while the storm runs.
-        let anomalies = if live.anomalies > 0 {
-            format!("  {} anomalous keys", live.anomalies)
-        } else {
-            String::new()
-        };
         self.bar.set_message(format!(
-            "{:.0}s  {} ops  {:.0} ops/s  {} errors{anomalies}",
+            "{:.0}s  {} ops  {:.0} ops/s  {} errors",
             live.elapsed.as_secs_f64(),
             live.ops,
             rate,

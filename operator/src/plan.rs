@@ -1414,9 +1414,6 @@ fn apply_observation(
             target.storm_phase = Some(storm.phase);
             target.ops = storm.ops;
             target.errors = storm.errors;
-            // Live while it runs (the online checker's count); the report's
-            // count replaces it once final.
-            target.anomalies = storm.anomalies;
             target.message = storm.message.clone();
             target.phase = match storm.phase {
                 _ if !storm_settled(storm) => TargetPhase::Running,

@@ -43,7 +43,6 @@ fn plan(workers: u32, keys: u64, history: bool, max_ops: u64, seconds: f64) -> S
         seed: 1,
         check_threads: 1,
         check_memory: None,
-        record_history: true,
     }
 }
 

@@ -4,8 +4,8 @@
 
 use mapchaos_api::report::{AnomalyKind, ExposureKind};
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets, 10 µs to ~2.6 s, by factors of 2.
@@ -27,10 +27,6 @@ pub struct SidecarMetrics {
     pub anomalies: IntCounterVec,
     /// `mapchaos_storm_active`: 1 while a storm runs.
     pub storm_active: IntGauge,
-    /// `mapchaos_storm_anomalous_keys`: keys the running storm's online
-    /// checker has found anomalous so far (the kinds come with its report,
-    /// in `mapchaos_anomalies_total`).
-    pub storm_anomalous_keys: IntGauge,
     /// `mapchaos_keys`: keys in the map.
     pub keys: IntGauge,
     /// `mapchaos_map_memory_bytes{kind}`: `live` (what live keys need),
@@ -57,12 +53,6 @@ pub struct SidecarMetrics {
     /// refused (`max_connections`) or cut (`header_timeout`, `idle_timeout`,
     /// `request_timeout`).
     pub http_dropped: IntCounterVec,
-    /// `mapchaos_delete_visibility_seconds{read_endpoint,quantile}`: with a
-    /// read/write split, how long deleted values stayed readable on each
-    /// read endpoint after their DEL returned (the last storm's p50, p99 and
-    /// max as quantile 0.5, 0.99, 1). `read_endpoint` is its 1-based place
-    /// among `--reads`, never its address.
-    pub delete_visibility: GaugeVec,
 }
 
 impl SidecarMetrics {
@@ -99,11 +89,6 @@ impl SidecarMetrics {
                 "Consistency anomalies found by the checker, by kind.",
             ),
             &["kind"],
-        )
-        .expect("valid metric");
-        let storm_anomalous_keys = IntGauge::new(
-            "mapchaos_storm_anomalous_keys",
-            "Keys the running storm's online checker has found anomalous so far.",
         )
         .expect("valid metric");
         let storm_active = IntGauge::new(
@@ -167,23 +152,12 @@ impl SidecarMetrics {
         )
         .expect("valid metric");
 
-        let delete_visibility = GaugeVec::new(
-            Opts::new(
-                "mapchaos_delete_visibility_seconds",
-                "With a read/write split: how long deleted values stayed readable on a read endpoint after their DEL returned, by its place among the read endpoints and quantile (0.5, 0.99, 1 = max) of the last storm.",
-            ),
-            &["read_endpoint", "quantile"],
-        )
-        .expect("valid metric");
-
         for collector in [
-            Box::new(delete_visibility.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(ops.clone()),
+            Box::new(ops.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(op_duration.clone()),
             Box::new(race_exposures.clone()),
             Box::new(anomalies.clone()),
             Box::new(storm_active.clone()),
-            Box::new(storm_anomalous_keys.clone()),
             Box::new(keys.clone()),
             Box::new(map_memory.clone()),
             Box::new(finished_storms_bytes.clone()),
@@ -229,7 +203,6 @@ impl SidecarMetrics {
             race_exposures,
             anomalies,
             storm_active,
-            storm_anomalous_keys,
             keys,
             map_memory,
             finished_storms_bytes,
@@ -240,7 +213,6 @@ impl SidecarMetrics {
             protocol_errors,
             http_connections,
             http_dropped,
-            delete_visibility,
         }
     }
 
@@ -259,19 +231,6 @@ impl SidecarMetrics {
             }
         }
         self.restored_keys.inc_by(report.restored_keys);
-        for (place, endpoint) in report.read_endpoints.iter().enumerate() {
-            let place = (place + 1).to_string();
-            let lag = &endpoint.delete_visibility;
-            for (quantile, micros) in [
-                ("0.5", lag.p50_micros),
-                ("0.99", lag.p99_micros),
-                ("1", lag.max_micros),
-            ] {
-                self.delete_visibility
-                    .with_label_values(&[place.as_str(), quantile])
-                    .set(micros as f64 / 1e6);
-            }
-        }
     }
 
     /// The registry in Prometheus's text exposition format.

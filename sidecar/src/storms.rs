@@ -172,7 +172,6 @@ impl Storm {
             message,
             ops: live.ops,
             errors: live.errors,
-            anomalies: live.anomalies,
             // Once finished, how long the workers ran (the report's), not the time
             // since the start, which keeps growing.
             elapsed_millis: report
@@ -385,7 +384,6 @@ impl Storms {
         *running = Some(storm.clone());
         drop(running);
         self.metrics.storm_active.set(1);
-        self.metrics.storm_anomalous_keys.set(0);
         info!(storm = id, "storm starting");
         let storms = self.clone();
         let runner_storm = storm.clone();
@@ -394,10 +392,9 @@ impl Storms {
             .spawn(move || storms.run(runner_storm))
             .expect("spawn the storm thread");
         let watched = storm.clone();
-        let metrics = self.metrics.clone();
         std::thread::Builder::new()
             .name("storm-lease".into())
-            .spawn(move || watch_lease(&watched, &metrics))
+            .spawn(move || watch_lease(&watched))
             .expect("spawn the lease watchdog");
         PutOutcome::Started(storm.status())
     }
@@ -412,8 +409,6 @@ impl Storms {
             seed: request.seed,
             check_threads: 1,
             check_memory: Some(storm.check_memory),
-            // Served at GET /v1/storms/{id}/history.
-            record_history: request.check.history,
         };
         // A storm on existing keys deletes the application's keys: journal them.
         let journal = (request.storm.keys.source == KeySource::Existing)
@@ -564,14 +559,9 @@ impl Storms {
     }
 }
 
-/// Stop the storm when its lease runs out; meanwhile publish its live
-/// anomaly count.
-fn watch_lease(storm: &Storm, metrics: &SidecarMetrics) {
+/// Stop the storm when its lease runs out.
+fn watch_lease(storm: &Storm) {
     while !storm.is_finished() {
-        let anomalies = storm.control.live().anomalies;
-        metrics
-            .storm_anomalous_keys
-            .set(i64::try_from(anomalies).unwrap_or(i64::MAX));
         if Instant::now() > *storm.lease_deadline.lock() && !storm.control.is_stopping() {
             warn!(storm = %storm.id, "lease expired: stopping the storm");
             storm.control.stop(StopReason::LeaseExpired);

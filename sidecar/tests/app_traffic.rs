@@ -131,7 +131,6 @@ fn plan(seed: u64, prefix: &str, keys: u64, mix: OpMix, include_clients: bool) -
         seed,
         check_threads: 2,
         check_memory: None,
-        record_history: true,
     }
 }
 

@@ -216,7 +216,6 @@ fn a_storms_deletes_are_counted_as_the_storms_and_each_key_once() {
         seed: 3,
         check_threads: 1,
         check_memory: None,
-        record_history: true,
     };
     let target = EngineTarget::new(map.engine.clone()).with_audit("s1", None);
     let outcome = runner::run(&plan, &target, &StormControl::new()).unwrap();

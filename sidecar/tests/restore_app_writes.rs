@@ -93,7 +93,6 @@ fn plan(seed: u64) -> StormPlan {
         seed,
         check_threads: 1,
         check_memory: None,
-        record_history: true,
     }
 }
 

@@ -172,7 +172,6 @@ fn the_journal_lists_exactly_the_deleted_keys_and_a_key_the_app_wrote_is_left_to
         seed: 9,
         check_threads: 1,
         check_memory: None,
-        record_history: true,
     };
     let outcome = runner::run(&plan, &target, &StormControl::new()).unwrap();
     shutdown.cancel();

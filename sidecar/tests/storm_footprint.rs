@@ -41,8 +41,6 @@ fn measure(storm: StormSpec, check: CheckSpec, duration: Duration) -> (Footprint
     let footprint = shape.footprint(StormSite::IN_PROCESS);
     let engine: Arc<dyn MapEngine> = Arc::new(ShardedEngine::new(64, Clock::System));
     let target = EngineTarget::new(engine.clone());
-    // As the sidecar: it records what it serves at GET …/history.
-    let record_history = check.history;
     let plan = StormPlan {
         storm,
         check,
@@ -51,7 +49,6 @@ fn measure(storm: StormSpec, check: CheckSpec, duration: Duration) -> (Footprint
         seed: 11,
         check_threads: 1,
         check_memory: Some(check_memory(&footprint, footprint.total(), 1) as usize),
-        record_history,
     };
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
     let resting = status_kib("VmRSS") * 1024;

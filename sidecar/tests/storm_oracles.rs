@@ -35,7 +35,6 @@ fn plan(seed: u64, workers: u32, keys: u64, mix: OpMix, millis: u64) -> StormPla
         seed,
         check_threads: 2,
         check_memory: None,
-        record_history: true,
     }
 }
 

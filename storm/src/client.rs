@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::endpoint::{Endpoint, EndpointOptions};
 use crate::monitor::{WatchError, WatchInner, WriteWatch};
 use crate::restore::{Applied, RestoreItem};
 
@@ -93,7 +92,7 @@ pub trait MapClient: Send {
 /// A map served over RESP (the sidecar, redis-server, anything compatible),
 /// through the `redis` client crate.
 pub struct RespClient {
-    endpoint: Endpoint,
+    client: redis::Client,
     connection: Option<redis::Connection>,
     timeout: Duration,
     /// Whether the server runs WATCH/MULTI/EXEC; `None` until a restore asks.
@@ -106,31 +105,20 @@ impl RespClient {
     /// Connect to `url` (`redis://host:port`). Requests that get no reply
     /// within `timeout` fail (and the connection is re-opened on next use).
     pub fn connect(url: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::parse(url, &EndpointOptions::default())
-            .map_err(|e| ClientError::Connection(e.to_string()))?;
-        Self::connect_watched(&endpoint, timeout, None)
+        Self::connect_watched(url, timeout, None)
     }
 
-    /// [`RespClient::connect_watched`] for a URL with no options besides it.
-    pub(crate) fn connect_watched_url(
+    /// [`RespClient::connect`], every connection registered with `watch` as
+    /// one of the storm's before its first command.
+    pub(crate) fn connect_watched(
         url: &str,
         timeout: Duration,
         watch: Option<Arc<WatchInner>>,
     ) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::parse(url, &EndpointOptions::default())
-            .map_err(|e| ClientError::Connection(e.to_string()))?;
-        Self::connect_watched(&endpoint, timeout, watch)
-    }
-
-    /// Connect to `endpoint`, every connection registered with `watch` (if
-    /// any) as one of the storm's before its first command.
-    pub(crate) fn connect_watched(
-        endpoint: &Endpoint,
-        timeout: Duration,
-        watch: Option<Arc<WatchInner>>,
-    ) -> Result<Self, ClientError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ClientError::Connection(format!("invalid target {url:?}: {e}")))?;
         let mut this = RespClient {
-            endpoint: endpoint.clone(),
+            client,
             connection: None,
             timeout,
             transactions: None,
@@ -143,10 +131,9 @@ impl RespClient {
     pub(crate) fn connection(&mut self) -> Result<&mut redis::Connection, ClientError> {
         if self.connection.is_none() {
             let connection = self
-                .endpoint
-                .client()
+                .client
                 .get_connection_with_timeout(self.timeout)
-                .map_err(|e| self.endpoint.connect_error(&e))?;
+                .map_err(|e| ClientError::Connection(e.to_string()))?;
             connection
                 .set_read_timeout(Some(self.timeout))
                 .and_then(|()| connection.set_write_timeout(Some(self.timeout)))
@@ -339,7 +326,7 @@ impl MapClient for RespClient {
 
 /// A storm target reached over RESP: every worker opens its own connection.
 pub struct RespTarget {
-    endpoint: Endpoint,
+    url: String,
     timeout: Duration,
     watch: Option<WriteWatch>,
 }
@@ -348,25 +335,12 @@ impl RespTarget {
     /// Check the URL and that the server answers, so a typo fails before any
     /// preparation.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::parse(url, &EndpointOptions::default())
-            .map_err(|e| ClientError::Connection(e.to_string()))?;
-        Self::at(endpoint, timeout)
-    }
-
-    /// [`RespTarget::new`] for a parsed endpoint (credentials, TLS): it must
-    /// accept the credentials and answer a `PING`.
-    pub fn at(endpoint: Endpoint, timeout: Duration) -> Result<Self, ClientError> {
-        ping(&endpoint, timeout)?;
+        RespClient::connect(url, timeout)?;
         Ok(RespTarget {
-            endpoint,
+            url: url.to_owned(),
             timeout,
             watch: None,
         })
-    }
-
-    /// The server this storms.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
     }
 
     /// Watch the application's writes (`MONITOR`) from now on, so a restore
@@ -374,7 +348,7 @@ impl RespTarget {
     ///
     /// [`StormTarget::app_tap`]: crate::runner::StormTarget::app_tap
     pub fn watch_app_writes(&mut self) -> Result<(), WatchError> {
-        self.watch = Some(WriteWatch::open(&self.endpoint, self.timeout)?);
+        self.watch = Some(WriteWatch::open(&self.url, self.timeout)?);
         Ok(())
     }
 
@@ -387,7 +361,7 @@ impl RespTarget {
 impl crate::runner::StormTarget for RespTarget {
     fn connect(&self) -> Result<Box<dyn MapClient>, ClientError> {
         Ok(Box::new(RespClient::connect_watched(
-            &self.endpoint,
+            &self.url,
             self.timeout,
             self.watch.as_ref().map(|w| w.inner().clone()),
         )?))
@@ -402,7 +376,7 @@ impl crate::runner::StormTarget for RespTarget {
     /// `DBSIZE` and `INFO memory`; a server that does not tell leaves fields empty.
     fn memory(&self) -> mapchaos_api::storm::MemorySnapshot {
         let mut snapshot = mapchaos_api::storm::MemorySnapshot::default();
-        let Ok(mut client) = RespClient::connect_watched(&self.endpoint, self.timeout, None) else {
+        let Ok(mut client) = RespClient::connect(&self.url, self.timeout) else {
             return snapshot;
         };
         let Ok(connection) = client.connection() else {
@@ -429,18 +403,6 @@ impl crate::runner::StormTarget for RespTarget {
     }
 
     fn describe(&self) -> String {
-        self.endpoint.shown().to_owned()
+        self.url.clone()
     }
-}
-
-/// Connect to `endpoint` and `PING` it: a server that wants a password says
-/// so only at the first command (`NOAUTH`), a TLS handshake fails only at
-/// the first read.
-pub(crate) fn ping(endpoint: &Endpoint, timeout: Duration) -> Result<(), ClientError> {
-    let mut client = RespClient::connect_watched(endpoint, timeout, None)?;
-    let connection = client.connection()?;
-    redis::cmd("PING")
-        .query::<String>(connection)
-        .map(drop)
-        .map_err(|e| endpoint.connect_error(&e))
 }

@@ -417,7 +417,11 @@ impl History {
     /// A key printable for people: UTF-8 as is (control characters escaped),
     /// other bytes as `\xNN`.
     pub fn printable_key(&self, key: KeyId) -> String {
-        printable_key(&self.keys[key as usize])
+        let bytes = &self.keys[key as usize];
+        match std::str::from_utf8(bytes) {
+            Ok(text) => text.escape_debug().to_string(),
+            Err(_) => bytes.escape_ascii().to_string(),
+        }
     }
 
     /// Writes the history as JSON (the format in this module's docs).
@@ -430,15 +434,6 @@ impl History {
     pub fn from_json(text: &str) -> Result<History, Error> {
         let file: HistoryFile = serde_json::from_str(text)?;
         file.into_history()
-    }
-}
-
-/// A key printable for people: UTF-8 as is (control characters escaped),
-/// other bytes as `\xNN`.
-pub fn printable_key(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.escape_debug().to_string(),
-        Err(_) => bytes.escape_ascii().to_string(),
     }
 }
 

@@ -104,31 +104,6 @@ pub fn render(report: &StormReport) -> String {
             report.keys_excluded
         );
     }
-    if !report.read_endpoints.is_empty() {
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "  reads    delete visibility: how long a deleted value stayed readable after its DEL returned"
-        );
-        let _ = writeln!(
-            out,
-            "  {:<40} {:>8} {:>10} {:>10} {:>10} {:>10}",
-            "endpoint", "deletes", "read late", "p50", "p99", "max"
-        );
-        for endpoint in &report.read_endpoints {
-            let lag = &endpoint.delete_visibility;
-            let _ = writeln!(
-                out,
-                "  {:<40} {:>8} {:>10} {:>10} {:>10} {:>10}",
-                endpoint.endpoint,
-                lag.deletes,
-                lag.read_late,
-                micros(lag.p50_micros),
-                micros(lag.p99_micros),
-                micros(lag.max_micros)
-            );
-        }
-    }
     let _ = writeln!(out);
     match &report.check {
         Some(check) => out.push_str(&render_check(check)),
@@ -175,15 +150,10 @@ pub fn render_check(check: &CheckReport) -> String {
         check.ops_checked,
         if check.truncated {
             " (history truncated at check.maxOps: a prefix only)"
-        } else if check.online {
-            " (every operation of the storm, checked as it ran)"
         } else {
             ""
         }
     );
-    for reason in &check.unknown_reasons {
-        let _ = writeln!(out, "  unknown  a key was given up: {reason}");
-    }
     if check.scan_duplicates > 0 {
         let _ = writeln!(
             out,

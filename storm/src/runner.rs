@@ -26,7 +26,7 @@ use crate::verdict::{self, Judging};
 use crate::workload::{
     KeyChooser, OpChooser, StormOp, decode_value, synthetic_key, worker_rng, write_value,
 };
-use crate::{CheckOptions, Feeder, OnlineChecker, OnlineOptions, check};
+use crate::{CheckOptions, check};
 
 /// The client id of the preparation step (preload, reading existing keys).
 /// Storm workers are 1..=workers.
@@ -52,19 +52,8 @@ const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
 
 /// A map a storm can run against.
 pub trait StormTarget: Sync {
-    /// A new connection (the preparer's, the restore's).
+    /// A new connection for one worker (workers never share one).
     fn connect(&self) -> Result<Box<dyn MapClient>, ClientError>;
-    /// A new connection for storm worker `worker` (workers never share one).
-    fn connect_worker(&self, worker: u32) -> Result<Box<dyn MapClient>, ClientError> {
-        let _ = worker;
-        self.connect()
-    }
-    /// With a read/write split: each read endpoint (as shown) and the
-    /// workers of `workers` reading there.
-    fn read_endpoints(&self, workers: u32) -> Vec<(String, Vec<crate::ClientId>)> {
-        let _ = workers;
-        Vec::new()
-    }
     /// The map's size and memory now.
     fn memory(&self) -> MemorySnapshot;
     /// What this is, for the report (`in-process:sharded`, `redis://…`).
@@ -104,10 +93,6 @@ pub struct StormPlan {
     /// its threads (`None`: 1 GiB per thread); what the storm's memory
     /// budget leaves them.
     pub check_memory: Option<usize>,
-    /// Record the history (at most `check.maxOps` operations) for saving
-    /// or serving. The check does not need it: it runs online on every
-    /// operation as the storm runs.
-    pub record_history: bool,
 }
 
 /// Shared between a running storm and whoever watches or stops it.
@@ -123,8 +108,6 @@ pub struct StormControl {
     phase: AtomicU8,
     ops: AtomicU64,
     errors: AtomicU64,
-    /// Keys the online checker has found anomalous so far.
-    anomalies: Arc<AtomicU64>,
     started: Mutex<Option<Instant>>,
     /// Keys the restore has handled, and how many it has to.
     restore_done: AtomicU64,
@@ -137,8 +120,6 @@ pub struct LiveStats {
     pub phase: StormPhase,
     pub ops: u64,
     pub errors: u64,
-    /// Keys found anomalous so far (by the online checker, as it runs).
-    pub anomalies: u64,
     pub elapsed: Duration,
 }
 
@@ -216,7 +197,6 @@ impl StormControl {
             phase: phase_from_u8(self.phase.load(Ordering::Acquire)),
             ops: self.ops.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            anomalies: self.anomalies.load(Ordering::Relaxed),
             elapsed,
         }
     }
@@ -400,20 +380,7 @@ pub fn run(
     let clock = Instant::now();
     let now_ns = move || clock.elapsed().as_nanos() as u64;
 
-    // Checked online unless the application's operations join the history
-    // (they are not fed to the online checker): then the recorded history
-    // is checked offline after the storm, a prefix of at most maxOps.
-    let online_check =
-        plan.check.history && !(plan.check.include_clients && target.app_tap().is_some());
-    // The delete-visibility figures of a read/write split and a cluster's
-    // per-node exposures are measured from the recorded history too.
-    let measured = target.cluster().is_some() || !target.read_endpoints(1).is_empty();
-    let record = plan.record_history || (plan.check.history && (!online_check || measured));
-    let budget = RecordBudget::new(if record {
-        usize::try_from(plan.check.max_ops).unwrap_or(usize::MAX)
-    } else {
-        0
-    });
+    let budget = RecordBudget::new(usize::try_from(plan.check.max_ops).unwrap_or(usize::MAX));
     // Attached before preparing, so the application's writes during
     // preparation are seen (and their keys excluded).
     let restores = plan.storm.restore && plan.storm.keys.source == KeySource::Existing;
@@ -432,10 +399,7 @@ pub fn run(
         }
         AppAttachment::attach(tap, traffic)
     });
-    let mut preparer_log = PrepLog {
-        recorder: Recorder::new(PREPARER, budget.clone()),
-        events: online_check.then(Vec::new),
-    };
+    let mut preparer_log = Recorder::new(PREPARER, budget.clone());
     let mut client = target.connect()?;
     let keyspace = Arc::new(prepare(
         plan,
@@ -456,36 +420,6 @@ pub fn run(
         .collect();
     let series = SeriesSink::new(plan.duration);
     let start_ns = now_ns();
-    let online = online_check.then(|| {
-        let options = OnlineOptions {
-            threads: if plan.check_threads == 0 {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            } else {
-                plan.check_threads
-            },
-            per_key_budget: plan.check.timeout_per_key.0,
-            cancel: Some(control.interrupted_flag()),
-            anomalies: control.anomalies.clone(),
-            memory: plan.check_memory,
-            ..OnlineOptions::from_check(&CheckOptions::default())
-        };
-        OnlineChecker::start(
-            Arc::new(keyspace.keys.clone()),
-            start_ns,
-            workers + 1,
-            &options,
-        )
-    });
-    let PrepLog {
-        recorder: preparer_log,
-        events: prepared,
-    } = preparer_log;
-    if let (Some(online), Some(prepared)) = (&online, prepared) {
-        let mut feeder = online.feeder(PREPARER);
-        for event in &prepared {
-            feeder.feed(event.call, event.ret, &event.op);
-        }
-    }
     let start = Instant::now();
     *control.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
     let deadline = start + plan.duration;
@@ -498,7 +432,6 @@ pub fn run(
         keys: &key_chooser,
         control,
         budget: &budget,
-        online: online.as_ref(),
         windows: &window_slots,
         series: &series,
         start,
@@ -524,12 +457,8 @@ pub fn run(
             watch(
                 control,
                 deadline,
-                &Limits {
-                    max_error_rate,
-                    max_p99: plan.abort.max_p99_latency.map(|d| d.0),
-                    // Only the online checker counts anomalies as they come.
-                    max_anomalies: plan.abort.max_anomalies.filter(|_| online.is_some()),
-                },
+                max_error_rate,
+                plan.abort.max_p99_latency.map(|d| d.0),
                 &window_slots,
             );
             handles
@@ -598,29 +527,20 @@ pub fn run(
     }
 
     control.set_phase(StormPhase::Checking);
-    let history = if record && !control.is_interrupted() {
+    let (history, check_report) = if plan.check.history && !control.is_interrupted() {
         let history = History::from_recorders(keyspace.keys.clone(), start_ns, &budget, recorders)?;
-        Some(without_keys(history, &excluded)?)
+        let history = without_keys(history, &excluded)?;
+        let options = CheckOptions {
+            per_key_budget: plan.check.timeout_per_key.0,
+            threads: plan.check_threads,
+            cancel: Some(control.interrupted_flag()),
+            memory: plan.check_memory,
+            ..CheckOptions::default()
+        };
+        let report = check(&history, &options);
+        (Some(history), Some(report))
     } else {
-        None
-    };
-    let check_report = match online {
-        // Interrupted, what was checked stands; the keys the final judging
-        // did not decide are unknown.
-        Some(online) => Some(online.finish(&excluded)),
-        None if plan.check.history && !control.is_interrupted() => {
-            history.as_ref().map(|history| {
-                let options = CheckOptions {
-                    per_key_budget: plan.check.timeout_per_key.0,
-                    threads: plan.check_threads,
-                    cancel: Some(control.interrupted_flag()),
-                    memory: plan.check_memory,
-                    ..CheckOptions::default()
-                };
-                check(history, &options)
-            })
-        }
-        None => None,
+        (None, None)
     };
     // A stop wants its report now; the totals are in the check already.
     let exposures = match &history {
@@ -629,18 +549,6 @@ pub fn run(
         }
         _ => Vec::new(),
     };
-    let cluster = target.cluster().map(|c| {
-        let history = history.as_ref().filter(|_| !control.is_interrupted());
-        c.report(&keyspace.keys, history)
-    });
-    let endpoints = target.read_endpoints(workers);
-    let read_endpoints = match &history {
-        Some(history) if !endpoints.is_empty() => {
-            Some(crate::visibility::measure(history, &endpoints))
-        }
-        _ => None,
-    };
-    let history = history.filter(|_| plan.record_history);
 
     let mut report = build_report(
         plan,
@@ -656,14 +564,10 @@ pub fn run(
         client_latency,
     );
     report.series = Some(series.finish(exposures));
-    if !endpoints.is_empty() {
-        if let Some(measured) = read_endpoints {
-            report.read_endpoints = measured;
-        }
-        if let Some(check) = &mut report.check {
-            crate::visibility::annotate(&mut check.witnesses, &endpoints);
-        }
-    }
+    let cluster = target.cluster().map(|c| {
+        let history = history.as_ref().filter(|_| !control.is_interrupted());
+        c.report(&keyspace.keys, history)
+    });
     control.set_phase(if stop_reason == StopReason::DurationElapsed {
         StormPhase::Completed
     } else {
@@ -721,7 +625,7 @@ fn without_keys(history: History, excluded: &HashSet<KeyId>) -> Result<History, 
 fn prepare(
     plan: &StormPlan,
     client: &mut dyn MapClient,
-    log: &mut PrepLog,
+    log: &mut Recorder,
     now_ns: &dyn Fn() -> u64,
     control: &StormControl,
 ) -> Result<Keyspace, RunError> {
@@ -893,27 +797,6 @@ fn prepare(
     }
 }
 
-/// The preparation's log: recorded like any worker's, and kept whole for
-/// the online checker, which starts once the keyspace is known.
-struct PrepLog {
-    recorder: Recorder,
-    events: Option<Vec<Event>>,
-}
-
-impl PrepLog {
-    fn record(&mut self, call: u64, ret: u64, op: Op) {
-        if let Some(events) = &mut self.events {
-            events.push(Event {
-                client: PREPARER,
-                call,
-                ret,
-                op: op.clone(),
-            });
-        }
-        self.recorder.record(call, ret, op);
-    }
-}
-
 /// What workers share, read-only (the counters are atomics).
 struct WorkerShared<'a> {
     plan: &'a StormPlan,
@@ -924,8 +807,6 @@ struct WorkerShared<'a> {
     keys: &'a KeyChooser,
     control: &'a StormControl,
     budget: &'a Arc<RecordBudget>,
-    /// Where every operation goes as it returns, when checked online.
-    online: Option<&'a OnlineChecker>,
     windows: &'a [Mutex<Histogram<u64>>],
     series: &'a SeriesSink,
     start: Instant,
@@ -1003,9 +884,7 @@ fn run_worker(
     target: &dyn StormTarget,
     worker: u32,
 ) -> Result<WorkerResult, ClientError> {
-    // Before connecting: a worker that cannot connect still says it is done.
-    let mut feeder = shared.online.map(|online| online.feeder(worker));
-    let mut client = target.connect_worker(worker)?;
+    let mut client = target.connect()?;
     let mut observer = target.observer();
     let plan = shared.plan;
     let mut rng = worker_rng(plan.seed, worker);
@@ -1068,13 +947,7 @@ fn run_worker(
             .take()
             .unwrap_or_else(|| shared.ops.choose(&mut rng));
         if first == StormOp::Scan {
-            let (ok, latency) = scan_once(
-                shared,
-                client.as_mut(),
-                &mut result,
-                feeder.as_mut(),
-                scheduled,
-            );
+            let (ok, latency) = scan_once(shared, client.as_mut(), &mut result, scheduled);
             round_end = Instant::now();
             per_second.advance(round_end);
             account(
@@ -1165,12 +1038,7 @@ fn run_worker(
                 // outcome is unknown, and it counts as an error everywhere.
                 let ok = op.is_some();
                 match op {
-                    Some(op) => {
-                        if let Some(feeder) = feeder.as_mut() {
-                            feeder.feed(call, ret, &op);
-                        }
-                        result.recorder.record(call, ret, op);
-                    }
+                    Some(op) => result.recorder.record(call, ret, op),
                     None => {
                         // No usable answer: it may or may not have happened.
                         total_errors += 1;
@@ -1192,9 +1060,6 @@ fn run_worker(
                                 read: None,
                             },
                         };
-                        if let Some(feeder) = feeder.as_mut() {
-                            feeder.feed(call, Event::NO_RETURN, &op);
-                        }
                         result.recorder.record(call, Event::NO_RETURN, op);
                     }
                 }
@@ -1211,10 +1076,6 @@ fn run_worker(
         }
         if let Some(interval) = interval {
             intended += interval * slots.len().max(1) as u32;
-        }
-        if let Some(feeder) = feeder.as_mut() {
-            // Its next operation is called after this round ended.
-            feeder.tick(nanos_since_epoch(round_end));
         }
 
         if result.ops - published.0 >= PUBLISH_EVERY {
@@ -1283,7 +1144,6 @@ fn scan_once(
     shared: &WorkerShared<'_>,
     client: &mut dyn MapClient,
     result: &mut WorkerResult,
-    feeder: Option<&mut Feeder>,
     scheduled: Instant,
 ) -> (bool, Duration) {
     let keyspace = shared.keyspace;
@@ -1314,32 +1174,24 @@ fn scan_once(
     } else {
         Event::NO_RETURN
     };
-    let op = Op::Scan {
-        found: found.into_boxed_slice(),
-    };
-    if let Some(feeder) = feeder {
-        feeder.feed(call, ret, &op);
-    }
-    result.recorder.record(call, ret, op);
+    result.recorder.record(
+        call,
+        ret,
+        Op::Scan {
+            found: found.into_boxed_slice(),
+        },
+    );
     (ok, scheduled.elapsed())
-}
-
-/// The abort conditions the watcher enforces.
-struct Limits {
-    max_error_rate: f64,
-    max_p99: Option<Duration>,
-    max_anomalies: Option<u64>,
 }
 
 /// Stop the storm at its deadline or when an abort condition trips.
 fn watch(
     control: &StormControl,
     deadline: Instant,
-    limits: &Limits,
+    max_error_rate: f64,
+    max_p99: Option<Duration>,
     windows: &[Mutex<Histogram<u64>>],
 ) {
-    let max_error_rate = limits.max_error_rate;
-    let max_p99 = limits.max_p99;
     let mut window_start = Instant::now();
     loop {
         if control.is_stopping() {
@@ -1354,15 +1206,6 @@ fn watch(
             return;
         }
         let live = control.live();
-        if let Some(max) = limits.max_anomalies
-            && live.anomalies > max
-        {
-            control.stop(StopReason::AbortCondition(format!(
-                "{} keys showed anomalies while the storm ran, more than abort.maxAnomalies {max}",
-                live.anomalies
-            )));
-            return;
-        }
         if live.ops >= MIN_OPS_FOR_ERROR_RATE {
             let rate = live.errors as f64 / live.ops as f64;
             if rate > max_error_rate {
@@ -1462,7 +1305,6 @@ fn build_report(
         }),
         // The sidecar fills it from its delete journal.
         deletes: None,
-        read_endpoints: Vec::new(),
         keys_excluded,
         verdict: Verdict::Inconclusive,
         verdict_reason: String::new(),

@@ -14,8 +14,7 @@ pub struct Judging {
     /// (`AbortSpec::error_rate_limit`).
     pub max_error_rate: f64,
     /// Other clients may write the stormed keys unseen (`--target` on
-    /// existing keys without `--exclusive`): only anomalies no unseen write
-    /// could explain are evidence (docs/checker-open-world.md).
+    /// existing keys without `--exclusive`), so anomalies are no evidence.
     pub open_world: bool,
 }
 
@@ -37,26 +36,9 @@ fn judged(report: &StormReport, judging: &Judging) -> (Verdict, String) {
     let check = report.check.as_ref();
     let anomalous = check.map_or(0, CheckReport::total_anomalies);
     if anomalous > 0 && !judging.open_world {
-        // Stopped by an abort condition (abort.maxAnomalies: the anomalies
-        // themselves), the failure says so.
-        let stopped = match &report.stop_reason {
-            StopReason::AbortCondition(why) => format!(" The storm stopped early: {why}."),
-            _ => String::new(),
-        };
         return (
             Verdict::Fail,
-            format!("{anomalous} keys show anomalies; the witnesses are the evidence.{stopped}"),
-        );
-    }
-    let proven = check.map_or(0, |c| c.open_world_anomalies);
-    if proven > 0 && judging.open_world {
-        return (
-            Verdict::Fail,
-            format!(
-                "{proven} of the {anomalous} keys with anomalies read back a value the storm \
-                 wrote after it was deleted or overwritten: no write by another client can \
-                 explain that (docs/checker-open-world.md); the witnesses are the evidence."
-            ),
+            format!("{anomalous} keys show anomalies; the witnesses are the evidence."),
         );
     }
     if let StopReason::AbortCondition(why) = &report.stop_reason {
@@ -87,12 +69,10 @@ fn judged(report: &StormReport, judging: &Judging) -> (Verdict, String) {
         return (
             Verdict::Inconclusive,
             format!(
-                "{anomalous} keys show anomalies ({}), but other clients of the target may have \
-                 written them while the storm ran, and the storm cannot see their writes: an \
-                 unseen SET or DEL explains each of these (docs/checker-open-world.md). Stop \
+                "{anomalous} keys show anomalies, but other clients of the target may have \
+                 written them while the storm ran, and the storm cannot see their writes. Stop \
                  the application's writes and rerun with --exclusive, or storm in the sidecar, \
-                 which sees them.",
-                check.map(kinds_found).unwrap_or_default()
+                 which sees them."
             ),
         );
     }
@@ -150,17 +130,6 @@ pub fn check_verdict(check: &CheckReport) -> (Verdict, String) {
             "the storm raced, and every key's history is linearizable.".into(),
         ),
     }
-}
-
-/// The anomaly kinds found, for a reason: `stale_read 2, lost_delete 1`.
-fn kinds_found(check: &CheckReport) -> String {
-    let kinds: Vec<String> = check
-        .anomalies
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(kind, n)| format!("{} {n}", kind.as_str()))
-        .collect();
-    kinds.join(", ")
 }
 
 fn error_share(errors: u64, ops: u64) -> f64 {

@@ -214,14 +214,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A throwaway `redis-server` (or `valkey-server`) on a free port, killed
-/// on drop: plain, with a password or ACL users, TLS, or a replica.
+/// A throwaway `redis-server` on a free port, killed on drop.
 pub struct RedisServer {
     child: Child,
     pub port: u16,
-    /// Extra `redis-cli` arguments it needs (`--tls ...`, `--user`/`--pass`).
-    cli_args: Vec<String>,
-    tls: bool,
 }
 
 impl RedisServer {
@@ -229,156 +225,40 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// A `redis-server` given extra configuration (`--requirepass x`,
-    /// `--replicaof host port`, ...).
-    pub fn start_with(extra: &[&str]) -> RedisServer {
-        Self::launch("redis-server", &free_port().to_string(), extra, false)
-    }
-
-    /// Another server binary of the same command line (`valkey-server`).
-    pub fn start_program(program: &str, extra: &[&str]) -> RedisServer {
-        Self::launch(program, &free_port().to_string(), extra, false)
-    }
-
-    /// A `redis-server` serving TLS only, with `certs`' server certificate;
-    /// clients may show a certificate (`--tls-auth-clients optional`).
-    pub fn start_tls(certs: &TestCerts, extra: &[&str]) -> RedisServer {
-        let port = free_port().to_string();
-        let mut args = vec![
-            "--tls-port".to_owned(),
-            port.clone(),
-            "--tls-cert-file".to_owned(),
-            certs.path("server.pem"),
-            "--tls-key-file".to_owned(),
-            certs.path("server.key"),
-            "--tls-ca-cert-file".to_owned(),
-            certs.path("ca.pem"),
-            "--tls-auth-clients".to_owned(),
-            "optional".to_owned(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut server = Self::launch("redis-server", "0", &args, true);
-        server.port = port.parse().unwrap();
-        server.cli_args = vec![
-            "--tls".into(),
-            "--cacert".into(),
-            certs.path("ca.pem"),
-            "--cert".into(),
-            certs.path("client.pem"),
-            "--key".into(),
-            certs.path("client.key"),
-        ];
-        server.wait_listening();
-        server
-    }
-
-    fn launch(program: &str, port: &str, extra: &[&str], tls: bool) -> RedisServer {
-        let child = Command::new(program)
-            .args(["--port", port, "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra)
+    /// A server with extra `--name value` config options on its command
+    /// line (`["--cluster-enabled", "yes", "--dir", dir]`).
+    pub fn start_with(config: &[&str]) -> RedisServer {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{program} is installed (Debian's redis-server, or valkey from \
-                     scripts/test.sh): {e}"
-                )
-            });
+            .expect(
+                "redis-server is installed (Debian's redis-server; scripts/test.sh installs it)",
+            );
         // Owned at once, so it is killed and reaped however this ends.
-        let mut server = RedisServer {
-            child,
-            port: port.parse().unwrap_or(0),
-            cli_args: Vec::new(),
-            tls,
-        };
-        if !tls {
-            server.wait_listening();
-        }
-        server
-    }
-
-    fn wait_listening(&mut self) {
+        let server = RedisServer { child, port };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the server on port {} exited: {status}", self.port);
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("the server did not start on port {}", self.port);
-    }
-
-    /// `redis-cli` arguments to log in as `user` with `password`.
-    pub fn login(mut self, user: &str, password: &str) -> RedisServer {
-        self.cli_args.extend([
-            "--user".into(),
-            user.into(),
-            "--pass".into(),
-            password.into(),
-            "--no-auth-warning".into(),
-        ]);
-        self
+        panic!("redis-server did not start on port {port}");
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    /// `redis-cli ARGS` against it: its stdout.
-    pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(&self.cli_args)
-            .args(args)
-            .output()
-            .expect("redis-cli is installed (Debian's redis-tools)");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Start a replica of this server (`replicaof`, diskless sync) with
-    /// `extra` configuration, and wait until it is in sync.
-    pub fn replica(&self, extra: &[&str]) -> RedisServer {
-        Self::replica_of(self.port, extra)
-    }
-
-    /// A replica of this server whose replication stream arrives `delay`
-    /// late (through a [`DelayedLink`]): a replica lagging for real.
-    pub fn lagging_replica(&self, delay: Duration) -> (RedisServer, DelayedLink) {
-        let link = DelayedLink::start(self.port, delay);
-        (Self::replica_of(link.port, &[]), link)
-    }
-
-    fn replica_of(primary: u16, extra: &[&str]) -> RedisServer {
-        let port = primary.to_string();
-        let mut args = vec![
-            "--replicaof",
-            "127.0.0.1",
-            &port,
-            "--repl-diskless-load",
-            "swapdb",
-        ];
-        args.extend_from_slice(extra);
-        let replica = Self::start_with(&args);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !replica
-            .cli(&["info", "replication"])
-            .contains("master_link_status:up")
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the replica on port {} never synced",
-                replica.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        replica
+        format!("redis://127.0.0.1:{}", self.port)
     }
 }
 
@@ -386,156 +266,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A TCP relay to `127.0.0.1:upstream` that holds back everything the
-/// upstream sends by a fixed delay (what the other side sends passes at
-/// once). Between a primary and its replica, replication lags by `delay`.
-pub struct DelayedLink {
-    pub port: u16,
-}
-
-impl DelayedLink {
-    pub fn start(upstream: u16, delay: Duration) -> DelayedLink {
-        use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for downstream in listener.incoming() {
-                let Ok(downstream) = downstream else { return };
-                let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                let _ = downstream.set_nodelay(true);
-                let _ = upstream.set_nodelay(true);
-                let (mut up_read, mut up_write) = (upstream.try_clone().unwrap(), upstream);
-                let (mut down_read, mut down_write) = (downstream.try_clone().unwrap(), downstream);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut down_read, &mut up_write);
-                });
-                let (tx, rx) = mpsc::channel::<(std::time::Instant, Vec<u8>)>();
-                std::thread::spawn(move || {
-                    let mut buffer = vec![0; 64 * 1024];
-                    while let Ok(n) = up_read.read(&mut buffer) {
-                        if n == 0
-                            || tx
-                                .send((std::time::Instant::now(), buffer[..n].to_vec()))
-                                .is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-                std::thread::spawn(move || {
-                    for (read_at, bytes) in rx {
-                        let due = read_at + delay;
-                        let now = std::time::Instant::now();
-                        if due > now {
-                            std::thread::sleep(due - now);
-                        }
-                        if down_write.write_all(&bytes).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        DelayedLink { port }
-    }
-}
-
-/// A CA, a server certificate it signs (for `127.0.0.1` only, not `localhost`), a
-/// client certificate it signs, and a second CA that signs neither, made
-/// with `openssl` in `dir`.
-pub struct TestCerts {
-    pub dir: PathBuf,
-}
-
-impl TestCerts {
-    pub fn generate(dir: &Path) -> TestCerts {
-        std::fs::create_dir_all(dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl is installed (Debian's openssl; scripts/test.sh installs it)");
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        for ca in ["ca", "other-ca"] {
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=mapchaos test {ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ]);
-        }
-        for (name, ext) in [
-            (
-                "server",
-                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
-            ),
-            ("client", "extendedKeyUsage=clientAuth"),
-        ] {
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={name}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ]);
-            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &format!("{name}.pem"),
-                "-extfile",
-                &format!("{name}.ext"),
-            ]);
-        }
-        TestCerts {
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// The path of one of its files (`ca.pem`, `other-ca.pem`, `server.pem`,
-    /// `server.key`, `client.pem`, `client.key`).
-    pub fn path(&self, file: &str) -> String {
-        self.dir.join(file).to_str().unwrap().to_owned()
     }
 }
 

@@ -175,7 +175,6 @@ fn a_label_removed_mid_run_stops_only_the_next_run_there() {
             message: String::new(),
             ops: 10,
             errors: 0,
-            anomalies: 0,
             elapsed_millis: 1000,
             report: None,
         })),

@@ -35,17 +35,6 @@ impl KeyExposure {
             (ExposureKind::SetGet, self.set_get),
         ]
     }
-
-    /// Adds the counts of another stretch of the same key's history (no
-    /// pair spans two stretches cut where nothing was in flight).
-    pub(crate) fn add(&mut self, other: &KeyExposure) {
-        self.del_del += other.del_del;
-        self.del_set += other.del_set;
-        self.del_get += other.del_get;
-        self.set_set += other.set_set;
-        self.set_get += other.set_get;
-        self.max_overlap = self.max_overlap.max(other.max_overlap);
-    }
 }
 
 const DEL: usize = 0;

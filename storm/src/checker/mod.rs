@@ -5,8 +5,6 @@
 
 mod detect;
 mod exposure;
-pub mod online;
-mod open_world;
 mod scan;
 mod search;
 mod timeline;
@@ -168,12 +166,6 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
     for finding in &findings {
         *anomalies.entry(finding.kind).or_default() += 1;
     }
-    let mut open_world_keys: Vec<KeyId> = findings
-        .iter()
-        .filter(|f| open_world::unexplainable(history, f))
-        .map(|f| f.key)
-        .collect();
-    open_world_keys.dedup();
 
     let mut keys = KeyVerdictCounts::default();
     for verdict in verdicts.into_iter().flatten() {
@@ -209,10 +201,7 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         ops_known,
         truncated: history.is_truncated(),
         scan_duplicates,
-        open_world_anomalies: open_world_keys.len() as u64,
         verdict,
-        online: false,
-        unknown_reasons: Vec::new(),
     }
 }
 

@@ -19,9 +19,9 @@ use crate::history::{History, KeyId, Op};
 /// (or absent), and the operation that made it so (none: the initial state).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Interval {
-    pub(crate) lo: u64,
-    pub(crate) hi: u64,
-    pub(crate) cause: Option<u32>,
+    lo: u64,
+    hi: u64,
+    cause: Option<u32>,
 }
 
 /// One key's certain-presence and certain-absence intervals, each sorted
@@ -66,7 +66,44 @@ impl KeyIntervals {
     /// absent, until the first SET call. Linearization points lie inside
     /// [call, ret], so these hold in every order; touching intervals merge.
     pub(crate) fn of(ops: &[KeyOp]) -> KeyIntervals {
-        let (present, absent) = spans(ops, true);
+        let mut dels = Vec::new();
+        let mut sets = Vec::new();
+        for op in ops {
+            match op.action {
+                Action::Del(_) => dels.push((op.ret, op.call)),
+                Action::Set(_) => sets.push((op.ret, op.call)),
+                _ => {}
+            }
+        }
+        let first_set_call = sets.iter().map(|s| s.1).min().unwrap_or(u64::MAX);
+        let dels = SuffixMinCall::new(dels);
+        let sets = SuffixMinCall::new(sets);
+        let mut present = Vec::new();
+        let mut absent = vec![Interval {
+            lo: 0,
+            hi: first_set_call,
+            cause: None,
+        }];
+        for op in ops {
+            if op.is_info() {
+                continue;
+            }
+            let lo = op.ret.saturating_add(1);
+            let (target, hi) = match op.action {
+                Action::Set(_) => (&mut present, dels.returning_from(op.call)),
+                Action::Del(_) | Action::Get(None) | Action::Exists(false) => {
+                    (&mut absent, sets.returning_from(op.call))
+                }
+                Action::Get(Some(_)) | Action::Exists(true) => continue,
+            };
+            if lo < hi {
+                target.push(Interval {
+                    lo,
+                    hi,
+                    cause: Some(op.event),
+                });
+            }
+        }
         KeyIntervals {
             present: merge(present),
             absent: merge(absent),
@@ -84,55 +121,6 @@ impl KeyIntervals {
     pub(crate) fn absent(&self) -> Vec<(u64, u64)> {
         self.absent.iter().map(|s| (s.lo, s.hi)).collect()
     }
-}
-
-/// The unmerged certain-presence and certain-absence spans [`KeyIntervals::of`]
-/// derives from `ops` (sorted by call); with `initial`, the key's absence
-/// from the start until its first SET call. A span whose end no operation in
-/// `ops` bounds ends at `u64::MAX`.
-pub(crate) fn spans(ops: &[KeyOp], initial: bool) -> (Vec<Interval>, Vec<Interval>) {
-    let mut dels = Vec::new();
-    let mut sets = Vec::new();
-    for op in ops {
-        match op.action {
-            Action::Del(_) => dels.push((op.ret, op.call)),
-            Action::Set(_) => sets.push((op.ret, op.call)),
-            _ => {}
-        }
-    }
-    let first_set_call = sets.iter().map(|s| s.1).min().unwrap_or(u64::MAX);
-    let dels = SuffixMinCall::new(dels);
-    let sets = SuffixMinCall::new(sets);
-    let mut present = Vec::new();
-    let mut absent = Vec::new();
-    if initial {
-        absent.push(Interval {
-            lo: 0,
-            hi: first_set_call,
-            cause: None,
-        });
-    }
-    for op in ops {
-        if op.is_info() {
-            continue;
-        }
-        let lo = op.ret.saturating_add(1);
-        let (target, hi) = match op.action {
-            Action::Set(_) => (&mut present, dels.returning_from(op.call)),
-            Action::Del(_) | Action::Get(None) | Action::Exists(false) => {
-                (&mut absent, sets.returning_from(op.call))
-            }
-            Action::Get(Some(_)) | Action::Exists(true) => continue,
-        };
-        if lo < hi {
-            target.push(Interval {
-                lo,
-                hi,
-                cause: Some(op.event),
-            });
-        }
-    }
-    (present, absent)
 }
 
 fn merge(mut spans: Vec<Interval>) -> Vec<Interval> {
@@ -236,27 +224,6 @@ impl Sweep {
     }
 }
 
-/// Why a SCAN that did not return a key missed it; `cause` names the
-/// operation that made it present (none: a SET).
-pub(crate) fn miss_explanation(cause: Option<String>) -> String {
-    let cause = cause.unwrap_or_else(|| "SET".to_owned());
-    format!(
-        "The SCAN did not return the key, yet it was present from before the SCAN's first call (the {cause} had finished) until after its last return (no DEL could take effect before then)."
-    )
-}
-
-/// Why a SCAN that returned a key returned a phantom; `cause` names the
-/// operation that made it absent (none: it was absent from the start).
-pub(crate) fn phantom_explanation(cause: Option<String>) -> String {
-    let since = cause.map_or_else(
-        || "from the start of the storm".to_owned(),
-        |phrase| format!("after the {phrase} finished"),
-    );
-    format!(
-        "The SCAN returned the key, yet it was absent {since} until after the SCAN's last return (no SET could take effect before then)."
-    )
-}
-
 /// Judges every completed SCAN against the keys' certain intervals.
 pub(crate) fn judge_scans(history: &History, keys: &[&KeyIntervals]) -> ScanJudgement {
     let mut judgement = ScanJudgement {
@@ -292,46 +259,41 @@ pub(crate) fn judge_scans(history: &History, keys: &[&KeyIntervals]) -> ScanJudg
         let scan_event = i as u32;
         let findings = &mut judgement.findings;
         let [missed, phantom] = &mut reported;
-        present.covering(
-            &found_bits,
-            event.call,
-            event.ret,
-            |a, f| a & !f,
-            |key, span| {
-                if missed.set(key as usize) {
-                    return;
-                }
-                let cause = span.cause.map(|e| event_phrase(&events[e as usize]));
-                findings.push(Finding {
-                    kind: AnomalyKind::ScanMiss,
-                    key,
-                    events: span.cause.into_iter().chain([scan_event]).collect(),
-                    culprit: Some(scan_event),
-                    explanation: miss_explanation(cause),
-                    prefix: None,
-                });
-            },
-        );
-        absent.covering(
-            &found_bits,
-            event.call,
-            event.ret,
-            |a, f| a & f,
-            |key, span| {
-                if phantom.set(key as usize) {
-                    return;
-                }
-                let cause = span.cause.map(|e| event_phrase(&events[e as usize]));
-                findings.push(Finding {
-                    kind: AnomalyKind::ScanPhantom,
-                    key,
-                    events: span.cause.into_iter().chain([scan_event]).collect(),
-                    culprit: Some(scan_event),
-                    explanation: phantom_explanation(cause),
-                    prefix: None,
-                });
-            },
-        );
+        present.covering(&found_bits, event.call, event.ret, |a, f| a & !f, |key, span| {
+            if missed.set(key as usize) {
+                return;
+            }
+            let cause = span.cause.map_or_else(|| "SET".to_owned(), |e| event_phrase(&events[e as usize]));
+            findings.push(Finding {
+                kind: AnomalyKind::ScanMiss,
+                key,
+                events: span.cause.into_iter().chain([scan_event]).collect(),
+                culprit: Some(scan_event),
+                explanation: format!(
+                    "The SCAN did not return the key, yet it was present from before the SCAN's first call (the {cause} had finished) until after its last return (no DEL could take effect before then)."
+                ),
+                prefix: None,
+            });
+        });
+        absent.covering(&found_bits, event.call, event.ret, |a, f| a & f, |key, span| {
+            if phantom.set(key as usize) {
+                return;
+            }
+            let since = span.cause.map_or_else(
+                || "from the start of the storm".to_owned(),
+                |e| format!("after the {} finished", event_phrase(&events[e as usize])),
+            );
+            findings.push(Finding {
+                kind: AnomalyKind::ScanPhantom,
+                key,
+                events: span.cause.into_iter().chain([scan_event]).collect(),
+                culprit: Some(scan_event),
+                explanation: format!(
+                    "The SCAN returned the key, yet it was absent {since} until after the SCAN's last return (no SET could take effect before then)."
+                ),
+                prefix: None,
+            });
+        });
         for &k in found.iter() {
             found_bits.clear(k as usize);
         }

@@ -84,18 +84,6 @@ pub(crate) fn linearize(ops: &[KeyOp], deadline: Instant) -> Outcome {
 /// [`linearize`] with a memo of at most `memo_bytes` (the key is out of
 /// budget past it).
 pub(crate) fn linearize_within(ops: &[KeyOp], deadline: Instant, memo_bytes: usize) -> Outcome {
-    linearize_from(ops, ABSENT, deadline, memo_bytes)
-}
-
-/// [`linearize_within`] from the register state `start` instead of absent
-/// (the online checker's windows start where earlier ones may have left the
-/// key).
-pub(crate) fn linearize_from(
-    ops: &[KeyOp],
-    start: u64,
-    deadline: Instant,
-    memo_bytes: usize,
-) -> Outcome {
     let limit = (memo_bytes / MEMO_BYTES_PER_WORD).max(1);
     // An unknown read changes nothing and any output is accepted, so it
     // constrains nothing: leave it out rather than let the search place it.
@@ -104,17 +92,16 @@ pub(crate) fn linearize_from(
     if ops.iter().any(unknown_read) {
         let kept: Vec<usize> = (0..ops.len()).filter(|&i| !unknown_read(&ops[i])).collect();
         let sub: Vec<KeyOp> = kept.iter().map(|&i| ops[i]).collect();
-        return match linearize_from(&sub, start, deadline, memo_bytes) {
+        return match linearize_within(&sub, deadline, memo_bytes) {
             Outcome::Illegal { prefix } => Outcome::Illegal {
                 prefix: prefix.into_iter().map(|i| kept[i]).collect(),
             },
             outcome => outcome,
         };
     }
-    match run(ops, start, deadline, &mut Hashed::for_ops(ops.len(), limit)) {
+    match run(ops, deadline, &mut Hashed::for_ops(ops.len(), limit)) {
         Outcome::Illegal { .. } => run(
             ops,
-            start,
             deadline,
             &mut Exact {
                 limit,
@@ -383,14 +370,12 @@ fn readers(ops: &[KeyOp]) -> (Vec<u32>, Vec<u32>) {
     (pending, source)
 }
 
-fn run(ops: &[KeyOp], start: u64, deadline: Instant, visited: &mut impl Visited) -> Outcome {
+fn run(ops: &[KeyOp], deadline: Instant, visited: &mut impl Visited) -> Outcome {
     let completed = ops.iter().filter(|op| !op.is_info()).count();
     let (mut pending_reads, read_source) = readers(ops);
     let mut list = Entries::new(ops);
     let mut linearized = Linearized::new(ops.len());
-    // A start value was written before these operations: no SET here wrote
-    // it, so nothing pins it.
-    let mut state = start;
+    let mut state = ABSENT;
     let mut writer = NO_WRITER;
     let mut done = 0usize;
     // The linearized calls, with the state (and its writer) before each and

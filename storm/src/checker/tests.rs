@@ -55,7 +55,7 @@ fn scan(client: u32, call: u64, ret: u64, found: &[KeyId]) -> Event {
     )
 }
 
-pub(super) fn options() -> CheckOptions {
+fn options() -> CheckOptions {
     CheckOptions {
         per_key_budget: Duration::from_secs(30),
         threads: 2,
@@ -103,7 +103,7 @@ fn assert_passes(report: &CheckReport) {
 // Each case: the anomalous history, then the same with one result or one
 // timing changed, which a correct map could have produced.
 
-pub(super) fn stale_read(repaired: bool) -> Vec<Event> {
+fn stale_read(repaired: bool) -> Vec<Event> {
     let last = if repaired { None } else { Some(v(1)) };
     vec![
         set(0, 0, 10, 0, v(1)),
@@ -119,7 +119,7 @@ fn stale_read_is_flagged_and_its_repair_passes() {
     assert_passes(&run(1, stale_read(true)));
 }
 
-pub(super) fn resurrection(repaired: bool) -> Vec<Event> {
+fn resurrection(repaired: bool) -> Vec<Event> {
     let last = if repaired { None } else { Some(v(1)) };
     vec![
         set(0, 0, 10, 0, v(1)),
@@ -135,7 +135,7 @@ fn resurrection_is_flagged_and_its_repair_passes() {
     assert_passes(&run(1, resurrection(true)));
 }
 
-pub(super) fn lost_delete_of_present_key(repaired: bool) -> Vec<Event> {
+fn lost_delete_of_present_key(repaired: bool) -> Vec<Event> {
     vec![
         set(0, 0, 10, 0, v(1)),
         get(1, 5, 8, 0, Some(v(1))),
@@ -152,7 +152,7 @@ fn del_returning_0_on_a_present_key_is_a_lost_delete_and_its_repair_passes() {
     assert_passes(&run(1, lost_delete_of_present_key(true)));
 }
 
-pub(super) fn lost_delete_of_absent_key(repaired: bool) -> Vec<Event> {
+fn lost_delete_of_absent_key(repaired: bool) -> Vec<Event> {
     vec![
         set(0, 0, 10, 0, v(1)),
         get(1, 5, 8, 0, Some(v(1))),
@@ -170,7 +170,7 @@ fn del_returning_1_on_an_absent_key_is_a_lost_delete_and_its_repair_passes() {
     assert_passes(&run(1, lost_delete_of_absent_key(true)));
 }
 
-pub(super) fn lost_write(repaired: bool) -> Vec<Event> {
+fn lost_write(repaired: bool) -> Vec<Event> {
     let last = if repaired { Some(v(1)) } else { None };
     vec![
         set(0, 0, 10, 0, v(1)),
@@ -185,7 +185,7 @@ fn lost_write_is_flagged_and_its_repair_passes() {
     assert_passes(&run(1, lost_write(true)));
 }
 
-pub(super) fn phantom_read(repaired: bool) -> Vec<Event> {
+fn phantom_read(repaired: bool) -> Vec<Event> {
     let last = if repaired { v(1) } else { ValueId::UNWRITTEN };
     vec![
         set(0, 0, 10, 0, v(1)),
@@ -210,7 +210,7 @@ fn reading_a_value_written_only_to_another_key_is_a_phantom_read() {
     assert_only(&run(2, events), AnomalyKind::PhantomRead);
 }
 
-pub(super) fn scan_miss(repaired: bool) -> Vec<Event> {
+fn scan_miss(repaired: bool) -> Vec<Event> {
     let found: &[KeyId] = if repaired { &[0] } else { &[] };
     vec![
         set(0, 0, 10, 0, v(1)),
@@ -225,7 +225,7 @@ fn scan_miss_is_flagged_and_its_repair_passes() {
     assert_passes(&run(2, scan_miss(true)));
 }
 
-pub(super) fn scan_phantom(repaired: bool) -> Vec<Event> {
+fn scan_phantom(repaired: bool) -> Vec<Event> {
     let found: &[KeyId] = if repaired { &[1] } else { &[1, 0] };
     vec![
         set(0, 0, 10, 1, v(1)),
@@ -258,7 +258,7 @@ fn scans_may_repeat_keys_and_may_return_or_miss_keys_that_change_during_them() {
     assert_eq!(report.scan_duplicates, 1);
 }
 
-pub(super) fn read_from_the_future(repaired: bool) -> Vec<Event> {
+fn read_from_the_future(repaired: bool) -> Vec<Event> {
     let early_ret = if repaired { 15 } else { 5 };
     vec![
         get(0, 0, early_ret, 0, Some(v(1))),
@@ -279,7 +279,7 @@ fn what_no_detector_names_the_search_finds_as_nonlinearizable_with_its_prefix() 
 
 /// 20 concurrent SETs, then two sequential reads that no order of them
 /// explains; refuting that takes the search exponentially many steps.
-pub(super) fn hard_to_refute() -> Vec<Event> {
+fn hard_to_refute() -> Vec<Event> {
     let mut events: Vec<Event> = (0..20)
         .map(|i| set(i, u64::from(i), 1_000, 0, v(i)))
         .collect();
@@ -363,10 +363,10 @@ fn truncation_is_reported() {
 // ---- Simulation: histories from a sequential model under concurrency ----
 
 /// A small deterministic generator (splitmix64), so a failing case is a seed.
-pub(super) struct Rng(pub(super) u64);
+struct Rng(u64);
 
 impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
+    fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -374,22 +374,22 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    pub(super) fn below(&mut self, n: u64) -> u64 {
+    fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 
-    pub(super) fn percent(&mut self, p: u64) -> bool {
+    fn percent(&mut self, p: u64) -> bool {
         self.below(100) < p
     }
 }
 
 /// A map being simulated: applies one operation at its linearization point.
-pub(super) trait Map {
+trait Map {
     fn apply(&mut self, key: usize, kind: Kind, value: ValueId) -> Action;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Kind {
+enum Kind {
     Get,
     Set,
     Del,
@@ -398,7 +398,7 @@ pub(super) enum Kind {
 }
 
 /// The correct map: a register per key.
-pub(super) struct Correct(pub(super) Vec<Option<ValueId>>);
+struct Correct(Vec<Option<ValueId>>);
 
 impl Map for Correct {
     fn apply(&mut self, key: usize, kind: Kind, value: ValueId) -> Action {
@@ -417,11 +417,11 @@ impl Map for Correct {
 
 /// The broken map of CHECKER.md: writes go to the primary, reads are served
 /// from a snapshot refreshed every `every` operations.
-pub(super) struct Snapshot {
-    pub(super) primary: Vec<Option<ValueId>>,
-    pub(super) snapshot: Vec<Option<ValueId>>,
-    pub(super) every: u64,
-    pub(super) applied: u64,
+struct Snapshot {
+    primary: Vec<Option<ValueId>>,
+    snapshot: Vec<Option<ValueId>>,
+    every: u64,
+    applied: u64,
 }
 
 impl Map for Snapshot {
@@ -442,14 +442,14 @@ impl Map for Snapshot {
     }
 }
 
-pub(super) struct Shape {
-    pub(super) ops: usize,
-    pub(super) keys: usize,
-    pub(super) clients: u32,
+struct Shape {
+    ops: usize,
+    keys: usize,
+    clients: u32,
     /// Longest operation, in clock ticks.
-    pub(super) max_len: u64,
-    pub(super) info_percent: u64,
-    pub(super) scan_percent: u64,
+    max_len: u64,
+    info_percent: u64,
+    scan_percent: u64,
 }
 
 /// Planned operation: who, what, when, and when it takes effect (`None`:
@@ -469,7 +469,7 @@ struct Planned {
 /// point after its call, or never), and results come from executing `map`
 /// in point order. SCAN results honour Redis's guarantees, with the freedom
 /// it allows exercised at random.
-pub(super) fn simulate(rng: &mut Rng, shape: &Shape, map: &mut dyn Map) -> History {
+fn simulate(rng: &mut Rng, shape: &Shape, map: &mut dyn Map) -> History {
     let mut clock = vec![0u64; shape.clients as usize];
     let mut seq = vec![0u32; shape.clients as usize];
     let mut planned = Vec::with_capacity(shape.ops);

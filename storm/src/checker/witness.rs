@@ -57,15 +57,12 @@ pub(crate) fn event_phrase(event: &Event) -> String {
     })
 }
 
-/// One event as a witness entry; `key` says which key a SCAN is judged for.
-pub(crate) fn witness_op(history: &History, event: &Event, key: KeyId) -> WitnessOp {
-    witness_op_at(history.start(), event, key)
+fn micros(history: &History, t: u64) -> u64 {
+    t.saturating_sub(history.start()) / 1_000
 }
 
-/// One event as a witness entry, its times relative to `start`; `key` says
-/// which key a SCAN is judged for.
-pub(crate) fn witness_op_at(start: u64, event: &Event, key: KeyId) -> WitnessOp {
-    let micros = |t: u64| t.saturating_sub(start) / 1_000;
+/// One event as a witness entry; `key` says which key a SCAN is judged for.
+pub(crate) fn witness_op(history: &History, event: &Event, key: KeyId) -> WitnessOp {
     let (op, argument, result) = match &event.op {
         Op::Get { read, .. } => (
             OpName::Get,
@@ -93,8 +90,8 @@ pub(crate) fn witness_op_at(start: u64, event: &Event, key: KeyId) -> WitnessOp 
         op,
         argument,
         result: (!event.is_info()).then_some(result),
-        call_us: micros(event.call),
-        ret_us: (!event.is_info()).then(|| micros(event.ret)),
+        call_us: micros(history, event.call),
+        ret_us: (!event.is_info()).then(|| micros(history, event.ret)),
     }
 }
 

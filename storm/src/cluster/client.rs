@@ -105,7 +105,7 @@ impl ClusterClient {
     fn node(&mut self, node: &str) -> Result<&mut RespClient, ClientError> {
         if !self.nodes.contains_key(node) {
             let watch = self.shared.watches().and_then(|w| w.inner_for(node));
-            let client = RespClient::connect_watched_url(
+            let client = RespClient::connect_watched(
                 &self.shared.node_url(node),
                 self.shared.timeout(),
                 watch,

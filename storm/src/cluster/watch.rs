@@ -34,7 +34,7 @@ impl ClusterWatch {
     pub(crate) fn open(shared: &Shared) -> Result<ClusterWatch, WatchError> {
         let mut watches = Vec::new();
         for node in shared.map().1.primaries() {
-            let watch = WriteWatch::open_url(&shared.node_url(node), shared.timeout())
+            let watch = WriteWatch::open(&shared.node_url(node), shared.timeout())
                 .map_err(|e| WatchError(format!("Redis Cluster node {node}: {}", e.0)))?;
             watches.push((node.clone(), watch));
         }

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use crate::app_traffic::{AppLog, AppTap, AppTraffic};
 use crate::client::RespClient;
-use crate::endpoint::Endpoint;
 use crate::glob::Glob;
 use crate::restore::AppWrite;
 use crate::workload::decode_value;
@@ -178,15 +177,10 @@ fn reply_line(reader: &mut impl BufRead) -> Result<Vec<u8>, String> {
 impl WriteWatch {
     /// Open the feed on the server at `url` and prove it shows the storm's
     /// commands (a mark sent on another connection must come through).
-    /// [`WriteWatch::open`] for a URL with no options besides it.
-    pub fn open_url(url: &str, timeout: Duration) -> Result<WriteWatch, WatchError> {
-        let endpoint = Endpoint::parse(url, &crate::endpoint::EndpointOptions::default())
-            .map_err(|e| WatchError(e.to_string()))?;
-        Self::open(&endpoint, timeout)
-    }
-
-    pub fn open(endpoint: &Endpoint, timeout: Duration) -> Result<WriteWatch, WatchError> {
-        let info = endpoint.client().get_connection_info();
+    pub fn open(url: &str, timeout: Duration) -> Result<WriteWatch, WatchError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| WatchError(format!("invalid target {url:?}: {e}")))?;
+        let info = client.get_connection_info();
         let connect_error = |e: std::io::Error| WatchError(format!("cannot connect: {e}"));
         let stream = match info.addr() {
             redis::ConnectionAddr::Tcp(host, port) => {
@@ -277,7 +271,7 @@ impl WriteWatch {
                 .spawn(move || inner.read(reader))
                 .map_err(|e| WatchError(format!("cannot start the watch: {e}")))?
         };
-        let marks = RespClient::connect_watched(endpoint, timeout, Some(inner.clone()))
+        let marks = RespClient::connect_watched(url, timeout, Some(inner.clone()))
             .map_err(|e| WatchError(e.to_string()));
         let watch = WriteWatch {
             inner,
