@@ -460,8 +460,9 @@ eventually 120 "MapChaos storm is Completed" mc_jq storm '.status.phase == "Comp
 S=$(mc_json storm)
 say "storm summary: $(jq -c '.status.summary | {targets, ops, errors, totalExposures, totalAnomalies, verdict, p99}' <<<"$S")"
 check "exactly 2 targets (50% of 4)" test "$(jq -r .status.summary.targets <<<"$S")" = 2
+# The status arrives on stdin: its sentences may hold quotes a quoted string would not.
 check "the 2 targets are 2 distinct demo pods" bash -c "
-    jq -r '.status.targets[].pod' <<<'$S' | sort -u | grep -cxF -f <(printf '%s\n' ${DEMO_PODS[*]}) | grep -qx 2"
+    jq -r '.status.targets[].pod' | sort -u | grep -cxF -f <(printf '%s\n' ${DEMO_PODS[*]}) | grep -qx 2" <<<"$S"
 check "ops > 0" jqe '.status.summary.ops > 0' <<<"$S"
 check "exposures > 0 (the storm raced)" jqe '.status.summary.totalExposures > 0' <<<"$S"
 check "anomalies = 0" jqe '.status.summary.totalAnomalies == 0' <<<"$S"
