@@ -1326,8 +1326,11 @@ spec:
 EOF
     eventually 120 "probe-surprises: the run finished" mc_jq probe-surprises '.status.finishedAt != null'
     mc_json probe-surprises | jq -c '.status | {phase, summary, targets, runs}' >"$DIR/logs/probe-surprises-status.json" 2>&1
-    check "probe-surprises: the storm completed and the map held (the target's verdict Pass, no anomaly)" \
-        mc_jq probe-surprises '.status.targets[0].phase == "Completed" and .status.targets[0].verdict == "Pass" and .status.summary.totalAnomalies == 0'
+    # The map's own verdict is Pass, or Inconclusive when the app wrote every stormed cart
+    # in ways the history cannot hold (those keys leave the check); never an anomaly.
+    check "probe-surprises: the storm completed and the map held (no anomaly, the target's verdict not Fail)" \
+        mc_jq probe-surprises '.status.targets[0].phase == "Completed" and (.status.targets[0].verdict | IN("Pass", "Inconclusive"))
+            and .status.summary.totalAnomalies == 0'
     check "probe-surprises: the run's verdict is Fail: the application did not hold" \
         mc_jq probe-surprises '.status.summary.verdict == "Fail" and .status.runs[-1].verdict == "Fail"'
     check "probe-surprises: no-surprises passed before the storm, then Failed with the sample it saw during or after it" \
