@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -274,23 +273,7 @@ fn slots_moved_during_the_storm_are_followed_through_ask_and_moved() {
         "the slots moved while the storm ran"
     );
 
-    let mut stdout = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = child.wait().unwrap();
-    let report: Value = serde_json::from_slice(&stdout)
-        .unwrap_or_else(|e| panic!("a JSON report ({e}); stderr: {stderr}"));
+    let (status, report, stderr) = finish(child);
     assert_eq!(
         status.code(),
         Some(0),
@@ -407,7 +390,7 @@ fn the_restore_keeps_every_application_write_on_every_primary() {
              restore: true\ncheck: {{history: false}}\n"
         ),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mapchaos"))
+    let child = Command::new(env!("CARGO_BIN_EXE_mapchaos"))
         .arg("run")
         .arg(&file)
         .args(["--target", &cluster.seed(), "--output", "json"])
@@ -435,23 +418,7 @@ fn the_restore_keeps_every_application_write_on_every_primary() {
     }
     feed(cluster.nodes[1].port, &commands);
 
-    let mut stdout = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = child.wait().unwrap();
-    let report: Value = serde_json::from_slice(&stdout)
-        .unwrap_or_else(|e| panic!("a JSON report ({e}); stderr: {stderr}"));
+    let (status, report, stderr) = finish(child);
     assert_eq!(
         status.code(),
         Some(3),
@@ -502,4 +469,14 @@ fn the_restore_keeps_every_application_write_on_every_primary() {
     for node in nodes(&report) {
         assert!(node["keys"].as_u64().unwrap() > 0, "{node:#}");
     }
+}
+
+/// Wait for a `mapchaos run --output json` started with piped stdout and
+/// stderr: its exit status, its JSON report and its stderr.
+fn finish(child: std::process::Child) -> (std::process::ExitStatus, Value, String) {
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("a JSON report ({e}); stderr: {stderr}"));
+    (output.status, report, stderr)
 }
